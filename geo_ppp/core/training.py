@@ -1,0 +1,257 @@
+"""DDPM training for priors: seeded, with a progress bar, resumable from safetensors checkpoints.
+
+The training state (weights, EMA weights, Adam moments, RNG state, loss history) is checkpointed
+into ``workdir/checkpoint.safetensors`` every ``checkpoint_every`` steps, atomically. A run started
+again with the same workdir continues from the last checkpoint, and because the batch sampler and
+the noise draw from one saved generator, a resumed run ends with the same weights as an
+uninterrupted one (on the same device).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from geo_ppp.core.config import config_from_mapping, config_to_dict
+from geo_ppp.core.denoisers import Denoiser
+from geo_ppp.core.schedules import NoiseSchedule
+from geo_ppp.core.weights import read_safetensors, write_safetensors
+from geo_ppp.errors import ConfigError, ShapeError, WeightsError
+
+__all__ = ["BatchSource", "TrainConfig", "TrainResult", "tensor_batches", "train_ddpm"]
+
+log = logging.getLogger(__name__)
+
+#: ``source(generator, batch_size) -> (B, C, H, W)``: draws a training batch with the generator.
+BatchSource = Callable[[torch.Generator, int], torch.Tensor]
+
+
+def tensor_batches(data: torch.Tensor, hflip: bool = False) -> BatchSource:
+    """A :data:`BatchSource` over an in-memory dataset (N, C, H, W), sampled with replacement.
+
+    Args:
+        data: the training set.
+        hflip: also mirror half of each batch left-right (for data whose mirror is valid).
+    """
+    if data.dim() != 4 or data.shape[0] == 0:
+        raise ShapeError(f"training data must be a non-empty (N, C, H, W) tensor, got {tuple(data.shape)}")
+
+    def source(gen: torch.Generator, batch_size: int) -> torch.Tensor:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+        batch = data[idx]
+        if hflip:
+            flip = torch.rand(batch_size, generator=gen) < 0.5
+            batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(-1), batch)
+        return batch
+
+    return source
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of :func:`train_ddpm`.
+
+    Attributes:
+        steps: optimiser steps in total (a resumed run continues up to this number).
+        batch_size: samples per step.
+        lr: AdamW learning rate after warm-up.
+        warmup: linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        ema_decay: decay of the exponential moving average of the weights (the saved prior).
+        grad_clip: clip of the global gradient norm.
+        seed: seeds the batch sampler, the noise and the timesteps.
+        checkpoint_every: steps between checkpoints.
+    """
+
+    steps: int = 20000
+    batch_size: int = 128
+    lr: float = 5e-4
+    warmup: int = 500
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ConfigError("steps, batch_size and checkpoint_every must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able form."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> TrainConfig:
+        """Strict parse."""
+        return config_from_mapping(cls, data, "the training config")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_ddpm` returns.
+
+    Attributes:
+        ema: the EMA denoiser (frozen): the prior to save.
+        model: the raw trained denoiser.
+        losses: loss of every step so far, including steps before a resume.
+        resumed_from: the step the run resumed from (0 for a fresh run).
+    """
+
+    ema: Denoiser
+    model: Denoiser
+    losses: list[float]
+    resumed_from: int
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    state = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, float]] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = float(value)
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, object]] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def train_ddpm(
+    denoiser: Denoiser,
+    schedule: NoiseSchedule,
+    data: torch.Tensor | BatchSource,
+    config: TrainConfig | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    callback: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``denoiser`` to predict noise (DDPM's L_simple) on ``data``.
+
+    Args:
+        denoiser: the model to train, in place.
+        schedule: the noise schedule.
+        data: an (N, C, H, W) tensor in [-1, 1], or a :data:`BatchSource`.
+        config: training settings.
+        workdir: folder for ``checkpoint.safetensors``; ``None`` disables checkpoints.
+        resume: continue from a checkpoint in ``workdir`` when one exists.
+        device: where to train.
+        progress: show a tqdm bar with the running loss.
+        callback: called as ``callback(step, loss)`` after each step.
+
+    Returns:
+        A :class:`TrainResult` whose ``ema`` is the prior to save.
+
+    Example:
+        >>> from geo_ppp.core.unet import UNetConfig
+        >>> from geo_ppp.core.denoisers import UNetDenoiser
+        >>> net = UNetDenoiser(UNetConfig(base_channels=8, channel_mult=(1, 2)))
+        >>> res = train_ddpm(net, NoiseSchedule.create(), torch.rand(16, 1, 8, 8) * 2 - 1,
+        ...                  TrainConfig(steps=5, batch_size=4), progress=False)
+    """
+    config = config or TrainConfig()
+    source = tensor_batches(data) if torch.is_tensor(data) else data
+    device = torch.device(device)
+    model = denoiser.to(device).train().requires_grad_(True)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    gen = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    start = 0
+
+    ckpt = Path(workdir) / "checkpoint.safetensors" if workdir is not None else None
+    if ckpt is not None and ckpt.exists() and resume:
+        tensors, meta = read_safetensors(ckpt)
+        saved = json.loads(meta["train_config"])
+        mismatch = {
+            k: (saved[k], v)
+            for k, v in config.to_dict().items()
+            if k not in ("steps", "checkpoint_every") and saved.get(k) != v
+        }
+        if mismatch:
+            raise ConfigError(
+                f"checkpoint {ckpt} was made with other settings {mismatch} (saved, now); "
+                "use the same settings, another workdir, or --no-resume"
+            )
+        try:
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        except RuntimeError as err:
+            raise WeightsError(f"checkpoint {ckpt} does not fit this model: {err}") from err
+        _restore_optimizer(opt, tensors, json.loads(meta["optimizer"]))
+        gen.set_state(tensors["rng"])
+        losses = tensors["losses"].tolist()
+        start = int(meta["step"])
+        log.info("resumed training from %s at step %d", ckpt, start)
+
+    def save(step: int) -> None:
+        if ckpt is None:
+            return
+        opt_tensors, opt_meta = _optimizer_tensors(opt)
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+        tensors.update(opt_tensors)
+        tensors["rng"] = gen.get_state()
+        tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
+        meta = {
+            "step": str(step),
+            "train_config": json.dumps(config.to_dict()),
+            "optimizer": json.dumps(opt_meta),
+        }
+        write_safetensors(ckpt, tensors, meta)
+
+    bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train", unit="step")
+    for step in range(start, config.steps):
+        for group in opt.param_groups:
+            group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup, 1))
+        x0 = source(gen, config.batch_size).to(device, torch.float32)
+        t = torch.randint(1, schedule.num_steps + 1, (x0.shape[0],), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        x_t = schedule.q_sample(x0, t, noise)
+        loss = (model(x_t, t.to(device)) - noise).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            decay = min(config.ema_decay, (1 + step) / (10 + step))
+            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                p_ema.lerp_(p, 1 - decay)
+            for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
+                b_ema.copy_(b)
+        value = float(loss.detach())
+        losses.append(value)
+        if callback is not None:
+            callback(step, value)
+        bar.update(1)
+        if step % 50 == 0:
+            recent = losses[-200:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            save(step + 1)
+    bar.close()
+    model.eval()
+    return TrainResult(ema=ema.freeze(), model=model, losses=losses, resumed_from=start)
