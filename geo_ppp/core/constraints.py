@@ -30,6 +30,7 @@ __all__ = [
     "Symmetry",
     "Weighted",
     "build_constraint",
+    "ink_density",
     "parse_constraint_spec",
 ]
 

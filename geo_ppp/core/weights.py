@@ -44,7 +44,7 @@ __all__ = [
 FORMAT = "geo_ppp.prior"
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
-_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+, zip (torch.save)
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")  # pickle, zip
 
 
 @dataclass
@@ -84,8 +84,10 @@ def _refuse_pickle(path: Path) -> None:
 def _looks_pickled(path: Path) -> bool:
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            head = f.read(9)
     except OSError:
+        return False
+    if head[8:9] == b"{":  # safetensors: 8-byte header length, then the JSON header
         return False
     return any(head.startswith(m) for m in _PICKLE_MAGIC)
 

@@ -1,0 +1,137 @@
+import math
+
+import pytest
+import torch
+
+from geo_ppp.core import (
+    T_SCHEDULES,
+    PnPConfig,
+    StepInfo,
+    StrokeThickness,
+    Symmetry,
+    plug_and_play,
+)
+from geo_ppp.core.annealing import DECAYS, CosineLinearT
+from geo_ppp.errors import ConfigError, ShapeError
+
+SHAPE = (1, 16, 16)
+
+
+@pytest.mark.parametrize("name", sorted(T_SCHEDULES))
+@pytest.mark.parametrize("n_steps", [1, 7, 200])
+def test_t_schedule_contract(name, n_steps):
+    sched = T_SCHEDULES[name](t_max=430, t_min=5)
+    ts = [sched(i, n_steps) for i in range(n_steps)]
+    assert all(isinstance(t, int) and 5 <= t <= 430 for t in ts)
+    assert ts[0] == 430 or name == "cosine" and ts[0] >= 5
+    if n_steps > 1 and name != "constant":
+        assert ts[-1] == 5  # ends at the low end
+        assert sum(ts[: n_steps // 2]) > sum(ts[n_steps // 2 :])  # coarse to fine
+
+
+def test_cosine_schedule_is_the_papers_formula():
+    s, a, cycles = 100, 0.3, 4.0
+    sched = CosineLinearT(t_max=1000, t_min=1, amplitude=a, cycles=cycles)
+    b = s / (2 * math.pi * cycles)
+    for i in (0, 13, 50, 99):
+        r = (s - 1 - i) / (s - 1)
+        f = min(max(r * (1 + a * math.cos(i / b)), 0), 1)
+        assert sched(i, s) == round(1 + 999 * f)
+
+
+@pytest.mark.parametrize("name", sorted(DECAYS))
+def test_decays(name):
+    d = DECAYS[name]
+    assert d(0.0) == pytest.approx(1.0)
+    assert all(0.0 <= d(p / 10) <= 1.0 for p in range(11))
+
+
+def test_optimiser_moves_samples_toward_the_constraint(digits_prior):
+    p = digits_prior
+    cfg = PnPConfig(steps=60, constraint_weight=20.0)
+    free = plug_and_play(p.denoiser, p.schedule, SHAPE, num=6, config=cfg, seed=1)
+    sym = plug_and_play(p.denoiser, p.schedule, SHAPE, num=6, constraint=Symmetry(), config=cfg, seed=1)
+    assert Symmetry()(sym).mean() < 0.5 * Symmetry()(free).mean()
+    thick = plug_and_play(p.denoiser, p.schedule, SHAPE, num=6, constraint=StrokeThickness(0.5), config=cfg, seed=1)
+    from geo_ppp.core.constraints import ink_density
+
+    assert ink_density(thick).mean() > ink_density(free).mean() + 0.03
+
+
+def test_same_seed_same_output_and_batch_independence(tiny_prior):
+    p = tiny_prior
+    cfg = PnPConfig(steps=6, t_jitter=3, finish="ddpm", finish_t=5)
+    a = plug_and_play(p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 12, 13])
+    b = plug_and_play(p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 12, 13])
+    assert torch.equal(a, b)
+    c = plug_and_play(p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 99, 13])
+    assert not torch.equal(a[1], c[1])
+    # a sample's result depends on its own seed, not on its batch-mates
+    alone = plug_and_play(p.denoiser, p.schedule, SHAPE, num=1, constraint=Symmetry(), config=cfg, seed=[13])
+    assert torch.allclose(alone[0], a[2], atol=1e-5)
+
+
+def test_denoiser_stays_frozen_and_gets_no_weight_grads(tiny_prior):
+    den = tiny_prior.denoiser
+    den.train().requires_grad_(True)
+    plug_and_play(den, tiny_prior.schedule, SHAPE, num=2, constraint=Symmetry(), config=PnPConfig(steps=3))
+    assert all(p.grad is None for p in den.parameters())
+    assert all(p.requires_grad for p in den.parameters())  # restored afterwards
+    assert den.training
+
+
+def test_callback_sees_every_step_with_decaying_weight(tiny_prior):
+    seen: list[StepInfo] = []
+    cfg = PnPConfig(steps=10, constraint_weight=2.0, t_max=400, t_min=10, t_schedule="linear")
+    plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, SHAPE, num=2, constraint=Symmetry(), config=cfg, callback=seen.append)
+    assert [s.step for s in seen] == list(range(10))
+    assert seen[0].weight == pytest.approx(2.0) and seen[-1].weight == pytest.approx(0.2)
+    assert int(seen[0].t[0]) == 400 and int(seen[-1].t[0]) == 10
+    assert all(s.prior_loss.shape == (2,) and s.constraint_loss.shape == (2,) for s in seen)
+
+
+def test_gradient_clipping_limits_constraint_pull(tiny_prior):
+    p = tiny_prior
+    x0 = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
+    huge = 1e6 * Symmetry()
+    base = dict(steps=5, constraint_weight=1.0, optimizer="adam")
+    clipped = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base, grad_clip=0.1))
+    free = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=None, config=PnPConfig(**base))
+    unclipped = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base))
+    # with clipping, the run stays close to the prior-only run; without, the constraint dominates
+    assert (clipped - free).abs().mean() < (unclipped - free).abs().mean()
+
+
+def test_adamax_lr_schedule_and_x_init(tiny_prior):
+    p = tiny_prior
+    x0 = torch.zeros(2, *SHAPE)
+    out = plug_and_play(p.denoiser, p.schedule, x_init=x0, config=PnPConfig(steps=0))
+    assert torch.equal(out, x0)
+    cfg = PnPConfig(steps=4, optimizer="adamax", lr=1.0, lr_schedule="cosine", finish="ddim", finish_t=30, finish_steps=3)
+    out = plug_and_play(p.denoiser, p.schedule, x_init=x0, config=cfg)
+    assert out.shape == x0.shape and torch.isfinite(out).all()
+
+
+def test_bad_config_and_shapes(tiny_prior):
+    with pytest.raises(ConfigError, match="optimizer='sgd'.*adam"):
+        PnPConfig(optimizer="sgd")
+    with pytest.raises(ConfigError, match="unknown PnPConfig key"):
+        PnPConfig.from_dict({"stepz": 3})
+    with pytest.raises(ConfigError, match="t_max"):
+        plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, SHAPE, config=PnPConfig(t_max=5000))
+    with pytest.raises(ShapeError, match="1 channel"):
+        plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, (3, 16, 16))
+    with pytest.raises(ShapeError, match=r"\(C, H, W\)"):
+        plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, (16, 16))
+
+    class Bad(Symmetry):
+        def forward(self, x):
+            return super().forward(x).sum()
+
+    with pytest.raises(ShapeError, match="one loss per sample"):
+        plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, SHAPE, num=2, constraint=Bad(), config=PnPConfig(steps=1))
+
+
+def test_config_round_trip():
+    cfg = PnPConfig(steps=7, grad_clip=0.3, finish="ddim")
+    assert PnPConfig.from_dict(cfg.to_dict()) == cfg
