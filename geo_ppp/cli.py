@@ -33,7 +33,22 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _command_line() -> str:
-    return "geo-ppp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    """The current command as a shell line, rebuilt from the parsed options (defaults left out)."""
+    ctx = click.get_current_context()
+    parts = [ctx.command_path]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or param.name in ("help", "version"):
+            continue
+        if param.is_flag:
+            opts = param.opts if value else param.secondary_opts
+            parts.extend(opts[:1])
+            continue
+        for item in value if param.multiple else [value]:
+            parts += [param.opts[0], shlex.quote(str(item))]
+    return " ".join(parts)
 
 
 overwrite_option = click.option(
@@ -182,8 +197,8 @@ def generate(
     from geo_ppp.core.constraints import build_constraint
     from geo_ppp.core.pnp import PnPConfig
     from geo_ppp.core.weights import load_prior
-    from geo_ppp.generate import constraint_context, default_pnp_config, generate as run
-    from geo_ppp.generate import save_samples
+    from geo_ppp.generate import constraint_context, default_pnp_config, save_samples
+    from geo_ppp.generate import generate as run
     from geo_ppp.outputs import check_outputs
 
     if num < 1:
@@ -205,6 +220,9 @@ def generate(
             except json.JSONDecodeError:
                 values[key] = text
         config = PnPConfig.from_dict(values)
+    from geo_ppp.generate import progress_callback
+
+    show = config is not None and config.steps > 0 and log.isEnabledFor(logging.INFO)
     x = run(
         loaded,
         list(constraints),
@@ -214,6 +232,7 @@ def generate(
         config=config,
         steps=steps if sampler != "pnp" else None,
         classifier=classifier,
+        callback=progress_callback(config.steps) if show and config else None,
     )
     record = {
         "command": _command_line(),

@@ -19,7 +19,15 @@ from geo_ppp.core.weights import SHIPPED_WEIGHTS, Prior
 from geo_ppp.errors import ConfigError
 from geo_ppp.outputs import atomic_path, check_outputs, write_json
 
-__all__ = ["constraint_context", "generate", "grid_image", "save_samples"]
+__all__ = [
+    "Snapshots",
+    "constraint_context",
+    "default_pnp_config",
+    "generate",
+    "grid_image",
+    "progress_callback",
+    "save_samples",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,46 @@ def generate(
     else:
         raise ConfigError(f"unknown sampler {sampler!r}; use pnp or one of {sorted(SAMPLERS)}")
     return x.cpu()
+
+
+class Snapshots:
+    """A per-step callback that keeps a copy of the estimate every ``every`` steps.
+
+    Example:
+        >>> snaps = Snapshots(every=50)
+        >>> x = generate(load_prior("digits"), "class=3", num=4, callback=snaps)  # doctest: +SKIP
+        >>> len(snaps.frames)  # doctest: +SKIP
+        4
+    """
+
+    def __init__(self, every: int = 50) -> None:
+        self.every = every
+        self.frames: list[tuple[int, torch.Tensor]] = []
+
+    def __call__(self, info: StepInfo) -> None:
+        """Record the estimate at every ``every``-th step and at the last."""
+        if info.step % self.every == 0 or info.step == info.n_steps - 1:
+            self.frames.append((info.step, info.x.detach().cpu().clone()))
+
+
+def progress_callback(total: int, desc: str = "optimise") -> Callable[[StepInfo], None]:
+    """A per-step callback driving a tqdm bar (steps/s, ETA, current t and losses)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+
+    def callback(info: StepInfo) -> None:
+        bar.update(1)
+        if info.step % 10 == 0:
+            bar.set_postfix(
+                t=int(info.t.float().mean()),
+                prior=f"{float(info.prior_loss.mean()):.3f}",
+                constraint=f"{float(info.constraint_loss.mean()):.3f}",
+            )
+        if info.step == info.n_steps - 1:
+            bar.close()
+
+    return callback
 
 
 def default_pnp_config(prior: Prior) -> PnPConfig:

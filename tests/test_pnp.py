@@ -94,10 +94,10 @@ def test_gradient_clipping_limits_constraint_pull(tiny_prior):
     p = tiny_prior
     x0 = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
     huge = 1e6 * Symmetry()
-    base = dict(steps=5, constraint_weight=1.0, optimizer="adam")
+    base = dict(steps=5, constraint_weight=1.0, optimizer="adam", lr_schedule="constant")
     clipped = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base, grad_clip=0.1))
-    free = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=None, config=PnPConfig(**base))
-    unclipped = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base))
+    free = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=None, config=PnPConfig(**base, grad_clip=None))
+    unclipped = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base, grad_clip=None))
     # with clipping, the run stays close to the prior-only run; without, the constraint dominates
     assert (clipped - free).abs().mean() < (unclipped - free).abs().mean()
 
@@ -135,3 +135,12 @@ def test_bad_config_and_shapes(tiny_prior):
 def test_config_round_trip():
     cfg = PnPConfig(steps=7, grad_clip=0.3, finish="ddim")
     assert PnPConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_snapshots_callback_records_trajectory(tiny_prior):
+    from geo_ppp.generate import Snapshots, generate
+
+    snaps = Snapshots(every=2)
+    x = generate(tiny_prior, [], num=2, config=PnPConfig(steps=5), callback=snaps)
+    assert [s for s, _ in snaps.frames] == [0, 2, 4]
+    assert torch.equal(snaps.frames[-1][1], x)

@@ -100,18 +100,21 @@ class Symmetry(Constraint):
 
     Args:
         axis: ``vertical`` mirrors left-right (a vertical mirror line), ``horizontal`` top-bottom.
+        scale: multiplies the mean squared difference; the default makes a typical digit's
+            asymmetry cost about as much as a poor class fit.
     """
 
-    def __init__(self, axis: str = "vertical") -> None:
+    def __init__(self, axis: str = "vertical", scale: float = 20.0) -> None:
         super().__init__()
         if axis not in ("vertical", "horizontal"):
             raise ConstraintError(f"axis must be 'vertical' or 'horizontal', got {axis!r}")
         self.dim = -1 if axis == "vertical" else -2
+        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Asymmetry loss (B,)."""
         self.check(x)
-        return (x - x.flip(self.dim)).pow(2).flatten(1).mean(1)
+        return self.scale * (x - x.flip(self.dim)).pow(2).flatten(1).mean(1)
 
 
 def ink_density(x: torch.Tensor, low: float = -1.0, high: float = 1.0) -> torch.Tensor:
@@ -208,8 +211,8 @@ def _float(text: str, what: str) -> float:
 CONSTRAINTS: dict[str, Callable[..., Constraint]] = {
     "class": _class,
     "symmetric": _symmetric,
-    "thick": _thickness(0.45),
-    "thin": _thickness(0.15),
+    "thick": _thickness(0.42),
+    "thin": _thickness(0.20),
 }
 
 

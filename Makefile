@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-slow test-gpu bench lint
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+demo: setup
+	$(BIN)/geo-ppp demo --out demo_out --overwrite
+
+# pytest exits 5 when it collected no test: that is a broken suite, not a pass.
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+test-gpu: setup
+	$(BIN)/python -m pytest -q -m gpu -rs
+
+bench: setup
+	$(BIN)/python benchmarks/digits_constraints.py
+	$(BIN)/python benchmarks/optimizer_step_cost.py
+
+lint: setup
+	$(BIN)/ruff check geo_ppp tests benchmarks
