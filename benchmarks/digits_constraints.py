@@ -98,10 +98,16 @@ def main() -> None:
     print("| judge says K | " + " | ".join(f"{r:.0%}" for r in rates) + " |")
     print()
     ratio = float(asymmetry(free).mean() / asymmetry(sym).mean())
-    print(f"class=K success (independent judge): {(judge.predict(all_cls.flatten(1).numpy()) == targets).mean():.1%}  (target >= 90 %)")
+    print(
+        f"class=K success (independent judge): {(judge.predict(all_cls.flatten(1).numpy()) == targets).mean():.1%}  (target >= 90 %)"
+    )
     print(f"asymmetry cut by symmetric: {ratio:.1f}x  (target >= 5x)")
-    print(f"ink: thin {float(ink_density(thin).mean()):.3f} < unconstrained {float(ink_density(free).mean()):.3f} < thick {float(ink_density(thick).mean()):.3f}")
-    print(f"generation time: {elapsed:.0f} s for {len(all_cls) + 4 * args.num} optimised samples + {args.num} DDIM samples")
+    print(
+        f"ink: thin {float(ink_density(thin).mean()):.3f} < unconstrained {float(ink_density(free).mean()):.3f} < thick {float(ink_density(thick).mean()):.3f}"
+    )
+    print(
+        f"generation time: {elapsed:.0f} s for {len(all_cls) + 4 * args.num} optimised samples + {args.num} DDIM samples"
+    )
 
 
 if __name__ == "__main__":

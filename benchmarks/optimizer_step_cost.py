@@ -39,7 +39,9 @@ def _time(fn, device: torch.device, repeats: int, warmup: int = 3) -> float:
     return statistics.median(times)
 
 
-def measure(den: UNetDenoiser, shape: tuple[int, int, int], batch: int, device: torch.device, repeats: int) -> dict[str, float]:
+def measure(
+    den: UNetDenoiser, shape: tuple[int, int, int], batch: int, device: torch.device, repeats: int
+) -> dict[str, float]:
     schedule = NoiseSchedule.create()
     den = den.to(device)
     eta = torch.randn(batch, *shape, device=device, requires_grad=True)
@@ -79,14 +81,26 @@ def main() -> None:
         ("digits prior (shipped), 16x16", load_prior("digits").denoiser, (1, 16, 16), 64),
         (
             "land-cover size U-Net, 5x64x64",
-            UNetDenoiser(UNetConfig(in_channels=5, base_channels=64, channel_mult=(1, 2, 2, 2), num_res_blocks=2, attention_levels=(2,))),
+            UNetDenoiser(
+                UNetConfig(
+                    in_channels=5,
+                    base_channels=64,
+                    channel_mult=(1, 2, 2, 2),
+                    num_res_blocks=2,
+                    attention_levels=(2,),
+                )
+            ),
             (5, 64, 64),
             8,
         ),
     ]
-    print(f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, median of {args.repeats}")
+    print(
+        f"device: {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, median of {args.repeats}"
+    )
     print()
-    print("| model | params | batch | forward ms | pnp step ms | naive step ms | pnp / forward | naive / pnp |")
+    print(
+        "| model | params | batch | forward ms | pnp step ms | naive step ms | pnp / forward | naive / pnp |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, den, shape, batch in cases:
         n_params = sum(p.numel() for p in den.parameters())

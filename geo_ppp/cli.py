@@ -51,9 +51,7 @@ def _command_line() -> str:
     return " ".join(parts)
 
 
-overwrite_option = click.option(
-    "--overwrite", is_flag=True, help="Replace outputs that already exist."
-)
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 device_option = click.option(
     "--device",
@@ -95,7 +93,9 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output prior folder.")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the shipped prior's).")
 @click.option("--base-channels", type=int, default=None, help="U-Net width (default: the shipped prior's).")
-@click.option("--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train).")
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train)."
+)
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from a checkpoint.")
 @seed_option
 @device_option
@@ -154,7 +154,12 @@ def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None
 
 
 @main.command()
-@click.option("--prior", default="digits", show_default=True, help="Shipped prior name or prior folder (geo_ppp or diffusers).")
+@click.option(
+    "--prior",
+    default="digits",
+    show_default=True,
+    help="Shipped prior name or prior folder (geo_ppp or diffusers).",
+)
 @click.option(
     "--constraint",
     "constraints",
@@ -163,14 +168,29 @@ def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None
     help="Constraint, repeatable: class=3, symmetric, thick, thin, thick=0.45, symmetric:2.",
 )
 @click.option("--num", type=int, default=64, show_default=True, help="Number of samples.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output grid PNG; OUT.npy and OUT.json go beside it.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output grid PNG; OUT.npy and OUT.json go beside it.",
+)
 @click.option("--sampler", type=click.Choice(["pnp", "ddpm", "ddim"]), default="pnp", show_default=True)
 @click.option("--steps", type=int, default=None, help="Optimiser steps (pnp) or reverse steps (ddpm/ddim).")
 @click.option("--lr", type=float, default=None, help="Learning rate (pnp).")
 @click.option("--weight", type=float, default=None, help="Initial constraint weight (pnp).")
-@click.option("--finish", type=click.Choice(["none", "ddpm", "ddim"]), default=None, help="Finishing pass (pnp).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Any PnPConfig field, e.g. --set t_max=600.")
-@click.option("--classifier", type=click.Path(path_type=Path), default=None, help="Classifier folder for class=K.")
+@click.option(
+    "--finish", type=click.Choice(["none", "ddpm", "ddim"]), default=None, help="Finishing pass (pnp)."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any PnPConfig field, e.g. --set t_max=600.",
+)
+@click.option(
+    "--classifier", type=click.Path(path_type=Path), default=None, help="Classifier folder for class=K."
+)
 @seed_option
 @device_option
 @overwrite_option
@@ -251,7 +271,13 @@ def generate(
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True, help="Output folder.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("demo_out"),
+    show_default=True,
+    help="Output folder.",
+)
 @click.option("--num", type=int, default=16, show_default=True, help="Samples per grid.")
 @seed_option
 @overwrite_option

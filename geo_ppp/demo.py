@@ -56,7 +56,13 @@ def run_digits_demo(
     for (name, constraints), png in zip(DEMO_RUNS, pngs, strict=True):
         echo(f"generating {name} ({', '.join(constraints) or 'no constraint'}) ...")
         x = generate(prior, constraints, num=num, seed=seed, config=config)
-        record = {"prior": "digits", "constraints": constraints, "num": num, "seed": seed, "pnp": config.to_dict()}
+        record = {
+            "prior": "digits",
+            "constraints": constraints,
+            "num": num,
+            "seed": seed,
+            "pnp": config.to_dict(),
+        }
         save_samples(x, png, record, overwrite)
         pred = judge.predict(x.flatten(1).numpy())
         target = next((int(c.split("=")[1]) for c in constraints if c.startswith("class=")), None)

@@ -110,9 +110,7 @@ class DigitClassifier(nn.Module):
             nn.SiLU(),
             nn.AvgPool2d(2),
         )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * 16, 128), nn.SiLU(), nn.Linear(128, 10)
-        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, 128), nn.SiLU(), nn.Linear(128, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, 10)."""

@@ -35,8 +35,24 @@ def test_train_prior_writes_safetensors_and_config(tiny_prior_dir):
 
 def test_generate_end_to_end(tiny_prior_dir, tmp_path):
     out = tmp_path / "grid.png"
-    res = _gen(["--prior", str(tiny_prior_dir), "--constraint", "class=3", "--constraint", "symmetric:2",
-                "--num", "5", "--seed", "0", "--steps", "3", "--out", str(out)])
+    res = _gen(
+        [
+            "--prior",
+            str(tiny_prior_dir),
+            "--constraint",
+            "class=3",
+            "--constraint",
+            "symmetric:2",
+            "--num",
+            "5",
+            "--seed",
+            "0",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert res.exit_code == 0, res.output
     x = np.load(tmp_path / "grid.npy")
     assert x.shape == (5, 1, 16, 16) and x.dtype == np.float32
@@ -45,15 +61,44 @@ def test_generate_end_to_end(tiny_prior_dir, tmp_path):
     assert record["constraints"] == ["class=3", "symmetric:2"] and record["pnp"]["steps"] == 3
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # same seed, same samples
-    res = _gen(["--prior", str(tiny_prior_dir), "--constraint", "class=3", "--constraint", "symmetric:2",
-                "--num", "5", "--seed", "0", "--steps", "3", "--out", str(tmp_path / "again.png")])
+    res = _gen(
+        [
+            "--prior",
+            str(tiny_prior_dir),
+            "--constraint",
+            "class=3",
+            "--constraint",
+            "symmetric:2",
+            "--num",
+            "5",
+            "--seed",
+            "0",
+            "--steps",
+            "3",
+            "--out",
+            str(tmp_path / "again.png"),
+        ]
+    )
     assert res.exit_code == 0
     assert np.array_equal(np.load(tmp_path / "again.npy"), x)
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_generate_unconditional_samplers(tiny_prior_dir, tmp_path, sampler):
-    res = _gen(["--prior", str(tiny_prior_dir), "--sampler", sampler, "--steps", "4", "--num", "3", "--out", str(tmp_path / "u.png")])
+    res = _gen(
+        [
+            "--prior",
+            str(tiny_prior_dir),
+            "--sampler",
+            sampler,
+            "--steps",
+            "4",
+            "--num",
+            "3",
+            "--out",
+            str(tmp_path / "u.png"),
+        ]
+    )
     assert res.exit_code == 0, res.output
     x = np.load(tmp_path / "u.npy")
     assert x.shape == (3, 1, 16, 16) and np.abs(x).max() <= 1.0 + 1e-6
@@ -65,7 +110,9 @@ def test_refuses_to_overwrite(tiny_prior_dir, tmp_path):
     res = _gen(["--prior", str(tiny_prior_dir), "--steps", "2", "--num", "2", "--out", str(out)])
     assert res.exit_code != 0 and "--overwrite" in res.output
     assert out.read_bytes() == b"precious" and not (tmp_path / "g.npy").exists()
-    res = _gen(["--prior", str(tiny_prior_dir), "--steps", "2", "--num", "2", "--out", str(out), "--overwrite"])
+    res = _gen(
+        ["--prior", str(tiny_prior_dir), "--steps", "2", "--num", "2", "--out", str(out), "--overwrite"]
+    )
     assert res.exit_code == 0 and out.read_bytes() != b"precious"
 
 
@@ -80,7 +127,19 @@ def test_refuses_to_overwrite(tiny_prior_dir, tmp_path):
     ],
 )
 def test_bad_options_fail_cleanly(tiny_prior_dir, tmp_path, args, words):
-    res = _gen(["--prior", str(tiny_prior_dir), "--steps", "2", "--num", "2", "--out", str(tmp_path / "g.png"), *args])
+    res = _gen(
+        [
+            "--prior",
+            str(tiny_prior_dir),
+            "--steps",
+            "2",
+            "--num",
+            "2",
+            "--out",
+            str(tmp_path / "g.png"),
+            *args,
+        ]
+    )
     assert res.exit_code != 0
     for w in words:
         assert w in res.output, res.output
@@ -97,9 +156,11 @@ def test_bad_weights_fail_cleanly(tiny_prior_dir, tmp_path):
     (corrupt / "model.safetensors").write_bytes(b"\x00" * 20)
     outdir = tmp_path / "out"
     outdir.mkdir()
-    for prior, words in [(pickled, ["refuses to unpickle", "safetensors"]),
-                         (corrupt, ["not a valid safetensors"]),
-                         (tmp_path / "missing", ["no prior at", "shipped"])]:
+    for prior, words in [
+        (pickled, ["refuses to unpickle", "safetensors"]),
+        (corrupt, ["not a valid safetensors"]),
+        (tmp_path / "missing", ["no prior at", "shipped"]),
+    ]:
         res = _gen(["--prior", str(prior), "--steps", "2", "--num", "2", "--out", str(outdir / "g.png")])
         assert res.exit_code == 1
         for w in words:
@@ -109,6 +170,9 @@ def test_bad_weights_fail_cleanly(tiny_prior_dir, tmp_path):
 
 def test_console_script_runs():
     """The installed entry point exists and exits non-zero with a message on a bad command."""
-    out = subprocess.run([sys.executable, "-m", "geo_ppp.cli", "generate", "--out", "/nonexistent/x.png"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "geo_ppp.cli", "generate", "--out", "/nonexistent/x.png"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and "does not exist" in out.stderr

@@ -37,7 +37,9 @@ def _all_constraints():
     return out
 
 
-@pytest.mark.parametrize(("name", "constraint"), _all_constraints(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "constraint"), _all_constraints(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_constraint_contract(name, constraint):
     """Every constraint: (B, C, H, W) in, (B,) finite out, gradients flow to x, no side effects."""
     assert isinstance(constraint, Constraint)
@@ -82,7 +84,11 @@ def test_classifier_constraint_is_cross_entropy():
     c = ClassifierLogProb(clf, 3)
     expected = -torch.log_softmax(clf(x), 1)[:, 3]
     assert torch.allclose(c(x), expected, atol=1e-6)
-    assert torch.allclose(ClassifierLogProb(clf, [0, 1, 2, 3])(x), -torch.log_softmax(clf(x), 1)[torch.arange(4), torch.arange(4)], atol=1e-6)
+    assert torch.allclose(
+        ClassifierLogProb(clf, [0, 1, 2, 3])(x),
+        -torch.log_softmax(clf(x), 1)[torch.arange(4), torch.arange(4)],
+        atol=1e-6,
+    )
     with pytest.raises(ConstraintError, match="out of range"):
         ClassifierLogProb(clf, 12)(x)
 

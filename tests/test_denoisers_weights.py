@@ -133,7 +133,11 @@ def test_diffusers_adapter_loads_local_folder(tmp_path):
         theirs = model.eval()(x, torch.tensor([0, 499])).sample
     assert torch.allclose(ours, theirs, atol=1e-5)
     out = plug_and_play(
-        prior.denoiser, prior.schedule, (1, 16, 16), num=2, constraint=Symmetry(),
+        prior.denoiser,
+        prior.schedule,
+        (1, 16, 16),
+        num=2,
+        constraint=Symmetry(),
         config=PnPConfig(steps=3, finish="ddim", finish_t=20, finish_steps=2),
     )
     assert out.shape == (2, 1, 16, 16) and torch.isfinite(out).all()

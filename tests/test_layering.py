@@ -14,9 +14,9 @@ FORBIDDEN = ["rasterio", "geopandas", "shapely", "torchgeo", "dask", "distribute
 def test_core_import_loads_no_geospatial_module():
     code = (
         "import sys, geo_ppp.core, geo_ppp.core.weights, geo_ppp.core.pnp\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in %r "
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r} "
         "or m.startswith('geo_ppp.') and not (m.startswith('geo_ppp.core') or m == 'geo_ppp.errors'))\n"
-        "print(','.join(bad))\n" % (FORBIDDEN,)
+        "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"the core pulled in: {out.stdout.strip()}"
@@ -40,7 +40,12 @@ def test_core_sources_import_only_torch_numpy_stdlib_and_core():
                 names = [node.module]
             for name in names:
                 top = name.split(".")[0]
-                ok = top in stdlib or top in allowed_third_party or name.startswith("geo_ppp.core") or name == "geo_ppp.errors"
+                ok = (
+                    top in stdlib
+                    or top in allowed_third_party
+                    or name.startswith("geo_ppp.core")
+                    or name == "geo_ppp.errors"
+                )
                 if not ok:
                     offenders.append(f"{path.name}: {name}")
     assert not offenders, offenders

@@ -52,7 +52,9 @@ def test_optimiser_moves_samples_toward_the_constraint(digits_prior):
     free = plug_and_play(p.denoiser, p.schedule, SHAPE, num=6, config=cfg, seed=1)
     sym = plug_and_play(p.denoiser, p.schedule, SHAPE, num=6, constraint=Symmetry(), config=cfg, seed=1)
     assert Symmetry()(sym).mean() < 0.5 * Symmetry()(free).mean()
-    thick = plug_and_play(p.denoiser, p.schedule, SHAPE, num=6, constraint=StrokeThickness(0.5), config=cfg, seed=1)
+    thick = plug_and_play(
+        p.denoiser, p.schedule, SHAPE, num=6, constraint=StrokeThickness(0.5), config=cfg, seed=1
+    )
     from geo_ppp.core.constraints import ink_density
 
     assert ink_density(thick).mean() > ink_density(free).mean() + 0.03
@@ -61,10 +63,16 @@ def test_optimiser_moves_samples_toward_the_constraint(digits_prior):
 def test_same_seed_same_output_and_batch_independence(tiny_prior):
     p = tiny_prior
     cfg = PnPConfig(steps=6, t_jitter=3, finish="ddpm", finish_t=5)
-    a = plug_and_play(p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 12, 13])
-    b = plug_and_play(p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 12, 13])
+    a = plug_and_play(
+        p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 12, 13]
+    )
+    b = plug_and_play(
+        p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 12, 13]
+    )
     assert torch.equal(a, b)
-    c = plug_and_play(p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 99, 13])
+    c = plug_and_play(
+        p.denoiser, p.schedule, SHAPE, num=3, constraint=Symmetry(), config=cfg, seed=[11, 99, 13]
+    )
     assert not torch.equal(a[1], c[1])
     # a sample's result depends on its own seed, not on its batch-mates
     alone = plug_and_play(p.denoiser, p.schedule, SHAPE, num=1, constraint=Symmetry(), config=cfg, seed=[13])
@@ -83,7 +91,15 @@ def test_denoiser_stays_frozen_and_gets_no_weight_grads(tiny_prior):
 def test_callback_sees_every_step_with_decaying_weight(tiny_prior):
     seen: list[StepInfo] = []
     cfg = PnPConfig(steps=10, constraint_weight=2.0, t_max=400, t_min=10, t_schedule="linear")
-    plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, SHAPE, num=2, constraint=Symmetry(), config=cfg, callback=seen.append)
+    plug_and_play(
+        tiny_prior.denoiser,
+        tiny_prior.schedule,
+        SHAPE,
+        num=2,
+        constraint=Symmetry(),
+        config=cfg,
+        callback=seen.append,
+    )
     assert [s.step for s in seen] == list(range(10))
     assert seen[0].weight == pytest.approx(2.0) and seen[-1].weight == pytest.approx(0.2)
     assert int(seen[0].t[0]) == 400 and int(seen[-1].t[0]) == 10
@@ -95,9 +111,15 @@ def test_gradient_clipping_limits_constraint_pull(tiny_prior):
     x0 = torch.randn(2, *SHAPE, generator=torch.Generator().manual_seed(0))
     huge = 1e6 * Symmetry()
     base = dict(steps=5, constraint_weight=1.0, optimizer="adam", lr_schedule="constant")
-    clipped = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base, grad_clip=0.1))
-    free = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=None, config=PnPConfig(**base, grad_clip=None))
-    unclipped = plug_and_play(p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base, grad_clip=None))
+    clipped = plug_and_play(
+        p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base, grad_clip=0.1)
+    )
+    free = plug_and_play(
+        p.denoiser, p.schedule, x_init=x0, constraint=None, config=PnPConfig(**base, grad_clip=None)
+    )
+    unclipped = plug_and_play(
+        p.denoiser, p.schedule, x_init=x0, constraint=huge, config=PnPConfig(**base, grad_clip=None)
+    )
     # with clipping, the run stays close to the prior-only run; without, the constraint dominates
     assert (clipped - free).abs().mean() < (unclipped - free).abs().mean()
 
@@ -107,7 +129,9 @@ def test_adamax_lr_schedule_and_x_init(tiny_prior):
     x0 = torch.zeros(2, *SHAPE)
     out = plug_and_play(p.denoiser, p.schedule, x_init=x0, config=PnPConfig(steps=0))
     assert torch.equal(out, x0)
-    cfg = PnPConfig(steps=4, optimizer="adamax", lr=1.0, lr_schedule="cosine", finish="ddim", finish_t=30, finish_steps=3)
+    cfg = PnPConfig(
+        steps=4, optimizer="adamax", lr=1.0, lr_schedule="cosine", finish="ddim", finish_t=30, finish_steps=3
+    )
     out = plug_and_play(p.denoiser, p.schedule, x_init=x0, config=cfg)
     assert out.shape == x0.shape and torch.isfinite(out).all()
 
@@ -129,7 +153,14 @@ def test_bad_config_and_shapes(tiny_prior):
             return super().forward(x).sum()
 
     with pytest.raises(ShapeError, match="one loss per sample"):
-        plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, SHAPE, num=2, constraint=Bad(), config=PnPConfig(steps=1))
+        plug_and_play(
+            tiny_prior.denoiser,
+            tiny_prior.schedule,
+            SHAPE,
+            num=2,
+            constraint=Bad(),
+            config=PnPConfig(steps=1),
+        )
 
 
 def test_config_round_trip():

@@ -12,7 +12,7 @@ from geo_ppp.errors import ConfigError
 def test_timestep_sequence(t_start, steps):
     seq = timestep_sequence(t_start, steps)
     assert seq[0] == t_start and seq[-1] == 1
-    assert all(a > b for a, b in zip(seq, seq[1:]))
+    assert all(a > b for a, b in zip(seq, seq[1:], strict=False))
     assert len(seq) <= (t_start if steps is None else min(steps, t_start))
 
 

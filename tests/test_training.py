@@ -15,7 +15,13 @@ def _fresh():
 
 def test_training_loss_falls_on_digits():
     x, _ = load_digits("prior")
-    res = train_ddpm(_fresh(), NoiseSchedule.create(), x, TrainConfig(steps=150, batch_size=32, lr=2e-3, warmup=10), progress=False)
+    res = train_ddpm(
+        _fresh(),
+        NoiseSchedule.create(),
+        x,
+        TrainConfig(steps=150, batch_size=32, lr=2e-3, warmup=10),
+        progress=False,
+    )
     first, last = sum(res.losses[:20]) / 20, sum(res.losses[-20:]) / 20
     assert last < 0.6 * first, (first, last)
     assert not any(p.requires_grad for p in res.ema.parameters())
@@ -26,7 +32,14 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
     cfg = TrainConfig(steps=8, batch_size=8, checkpoint_every=4, warmup=2)
     whole = train_ddpm(_fresh(), NoiseSchedule.create(), x, cfg, tmp_path / "a", progress=False)
     # interrupted run: stop after 4 steps (checkpointed), then resume to 8 with a fresh model object
-    train_ddpm(_fresh(), NoiseSchedule.create(), x, TrainConfig(**{**cfg.to_dict(), "steps": 4}), tmp_path / "b", progress=False)
+    train_ddpm(
+        _fresh(),
+        NoiseSchedule.create(),
+        x,
+        TrainConfig(**{**cfg.to_dict(), "steps": 4}),
+        tmp_path / "b",
+        progress=False,
+    )
     resumed = train_ddpm(_fresh(), NoiseSchedule.create(), x, cfg, tmp_path / "b", progress=False)
     assert resumed.resumed_from == 4
     assert resumed.losses == whole.losses
@@ -36,6 +49,10 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 
 def test_resume_refuses_other_settings(tmp_path):
     x, _ = load_digits("prior")
-    train_ddpm(_fresh(), NoiseSchedule.create(), x, TrainConfig(steps=2, batch_size=4), tmp_path, progress=False)
+    train_ddpm(
+        _fresh(), NoiseSchedule.create(), x, TrainConfig(steps=2, batch_size=4), tmp_path, progress=False
+    )
     with pytest.raises(ConfigError, match="other settings"):
-        train_ddpm(_fresh(), NoiseSchedule.create(), x, TrainConfig(steps=4, batch_size=8), tmp_path, progress=False)
+        train_ddpm(
+            _fresh(), NoiseSchedule.create(), x, TrainConfig(steps=4, batch_size=8), tmp_path, progress=False
+        )

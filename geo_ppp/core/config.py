@@ -25,9 +25,7 @@ def config_from_mapping(cls: type[C], data: Mapping[str, Any], where: str = "") 
     unknown = sorted(set(data) - set(fields))
     if unknown:
         place = f" in {where}" if where else ""
-        raise ConfigError(
-            f"unknown {cls.__name__} key(s) {unknown}{place}; valid keys are {sorted(fields)}"
-        )
+        raise ConfigError(f"unknown {cls.__name__} key(s) {unknown}{place}; valid keys are {sorted(fields)}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     try:
         return cls(**kwargs)

@@ -114,9 +114,7 @@ class PnPConfig:
         """The t schedule object for a prior with ``num_steps`` diffusion steps."""
         t_max = num_steps if self.t_max is None else self.t_max
         if not 1 <= self.t_min <= t_max <= num_steps:
-            raise ConfigError(
-                f"need 1 <= t_min ({self.t_min}) <= t_max ({t_max}) <= T ({num_steps})"
-            )
+            raise ConfigError(f"need 1 <= t_min ({self.t_min}) <= t_max ({t_max}) <= T ({num_steps})")
         cls = T_SCHEDULES[self.t_schedule]
         kwargs: dict[str, float] = {}
         if self.t_schedule == "cosine":

@@ -87,9 +87,7 @@ class NoiseSchedule:
             ConfigError: if the name is unknown or the step count is not positive.
         """
         if name not in NOISE_SCHEDULES:
-            raise ConfigError(
-                f"unknown noise schedule {name!r}; use one of {sorted(NOISE_SCHEDULES)}"
-            )
+            raise ConfigError(f"unknown noise schedule {name!r}; use one of {sorted(NOISE_SCHEDULES)}")
         if num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
         return cls(name=name, betas=NOISE_SCHEDULES[name](num_steps, **kwargs))

@@ -189,7 +189,9 @@ def resolve_weights(name_or_path: str | os.PathLike[str]) -> Path:
     shipped = SHIPPED_WEIGHTS / str(name_or_path)
     if shipped.is_dir():
         return shipped
-    names = sorted(p.name for p in SHIPPED_WEIGHTS.iterdir() if p.is_dir()) if SHIPPED_WEIGHTS.is_dir() else []
+    names = (
+        sorted(p.name for p in SHIPPED_WEIGHTS.iterdir() if p.is_dir()) if SHIPPED_WEIGHTS.is_dir() else []
+    )
     raise WeightsError(
         f"no prior at {str(name_or_path)!r}: not a path that exists, nor a shipped prior "
         f"(shipped: {names}); pass a folder holding config.json and model.safetensors"
@@ -217,7 +219,7 @@ def _load_diffusers(folder: Path) -> Prior:
         raise WeightsError(f"no .safetensors weights in diffusers folder {unet_dir}")
     try:
         model = UNet2DModel.from_pretrained(str(unet_dir), use_safetensors=True, local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         raise WeightsError(f"cannot load diffusers UNet2DModel from {unet_dir}: {err}") from err
     sched_cfg = folder / "scheduler" / "scheduler_config.json"
     if sched_cfg.is_file():
@@ -263,7 +265,9 @@ def load_prior(name_or_path: str | os.PathLike[str], device: torch.device | str 
         pickled = [p for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if pickled:
             _refuse_pickle(pickled[0])
-        raise WeightsError(f"{path} has no config.json; a prior folder holds config.json and model.safetensors")
+        raise WeightsError(
+            f"{path} has no config.json; a prior folder holds config.json and model.safetensors"
+        )
     config = _read_json(config_path) if config_path.is_file() else {}
     if config.get("format") != FORMAT:
         prior = _load_diffusers(path)
