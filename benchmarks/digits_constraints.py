@@ -30,7 +30,7 @@ from geo_ppp.core import load_prior
 from geo_ppp.core.constraints import ink_density
 from geo_ppp.demo import asymmetry
 from geo_ppp.digits import judge_classifier, load_digits
-from geo_ppp.generate import default_pnp_config, generate
+from geo_ppp.generation import default_pnp_config, generate
 
 
 def nearest_real_rms(x: torch.Tensor, real: torch.Tensor) -> float:

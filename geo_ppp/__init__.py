@@ -42,7 +42,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy re-export
     if name == "generate":
-        from geo_ppp.generate import generate
+        from geo_ppp.generation import generate
 
         return generate
     raise AttributeError(f"module 'geo_ppp' has no attribute {name!r}")

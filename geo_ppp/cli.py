@@ -217,8 +217,8 @@ def generate(
     from geo_ppp.core.constraints import build_constraint
     from geo_ppp.core.pnp import PnPConfig
     from geo_ppp.core.weights import load_prior
-    from geo_ppp.generate import constraint_context, default_pnp_config, save_samples
-    from geo_ppp.generate import generate as run
+    from geo_ppp.generation import constraint_context, default_pnp_config, save_samples
+    from geo_ppp.generation import generate as run
     from geo_ppp.outputs import check_outputs
 
     if num < 1:
@@ -240,7 +240,7 @@ def generate(
             except json.JSONDecodeError:
                 values[key] = text
         config = PnPConfig.from_dict(values)
-    from geo_ppp.generate import progress_callback
+    from geo_ppp.generation import progress_callback
 
     show = config is not None and config.steps > 0 and log.isEnabledFor(logging.INFO)
     x = run(

@@ -10,7 +10,7 @@ import torch
 
 from geo_ppp.core.constraints import ink_density
 from geo_ppp.core.weights import load_prior
-from geo_ppp.generate import default_pnp_config, generate, save_samples
+from geo_ppp.generation import default_pnp_config, generate, save_samples
 from geo_ppp.outputs import check_outputs
 
 __all__ = ["DEMO_RUNS", "asymmetry", "run_digits_demo"]

@@ -6,7 +6,7 @@ import pytest
 from geo_ppp.core import load_prior
 from geo_ppp.demo import asymmetry
 from geo_ppp.digits import judge_classifier
-from geo_ppp.generate import generate
+from geo_ppp.generation import generate
 
 pytestmark = pytest.mark.slow
 

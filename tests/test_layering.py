@@ -49,3 +49,11 @@ def test_core_sources_import_only_torch_numpy_stdlib_and_core():
                 if not ok:
                     offenders.append(f"{path.name}: {name}")
     assert not offenders, offenders
+
+
+def test_top_level_exports_resolve():
+    import geo_ppp.generation  # noqa: F401  (importing the module must not shadow the function)
+
+    for name in geo_ppp.__all__:
+        assert getattr(geo_ppp, name) is not None
+    assert callable(geo_ppp.generate) and geo_ppp.generate.__name__ == "generate"

@@ -169,7 +169,7 @@ def test_config_round_trip():
 
 
 def test_snapshots_callback_records_trajectory(tiny_prior):
-    from geo_ppp.generate import Snapshots, generate
+    from geo_ppp.generation import Snapshots, generate
 
     snaps = Snapshots(every=2)
     x = generate(tiny_prior, [], num=2, config=PnPConfig(steps=5), callback=snaps)
