@@ -34,25 +34,10 @@ def test_train_prior_writes_safetensors_and_config(tiny_prior_dir):
 
 
 def test_generate_end_to_end(tiny_prior_dir, tmp_path):
+    args = ["--prior", str(tiny_prior_dir), "--constraint", "class=3", "--constraint", "symmetric:2"]
+    args += ["--num", "5", "--seed", "0", "--steps", "3"]
     out = tmp_path / "grid.png"
-    res = _gen(
-        [
-            "--prior",
-            str(tiny_prior_dir),
-            "--constraint",
-            "class=3",
-            "--constraint",
-            "symmetric:2",
-            "--num",
-            "5",
-            "--seed",
-            "0",
-            "--steps",
-            "3",
-            "--out",
-            str(out),
-        ]
-    )
+    res = _gen([*args, "--out", str(out)])
     assert res.exit_code == 0, res.output
     x = np.load(tmp_path / "grid.npy")
     assert x.shape == (5, 1, 16, 16) and x.dtype == np.float32
@@ -61,24 +46,7 @@ def test_generate_end_to_end(tiny_prior_dir, tmp_path):
     assert record["constraints"] == ["class=3", "symmetric:2"] and record["pnp"]["steps"] == 3
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # same seed, same samples
-    res = _gen(
-        [
-            "--prior",
-            str(tiny_prior_dir),
-            "--constraint",
-            "class=3",
-            "--constraint",
-            "symmetric:2",
-            "--num",
-            "5",
-            "--seed",
-            "0",
-            "--steps",
-            "3",
-            "--out",
-            str(tmp_path / "again.png"),
-        ]
-    )
+    res = _gen([*args, "--out", str(tmp_path / "again.png")])
     assert res.exit_code == 0
     assert np.array_equal(np.load(tmp_path / "again.npy"), x)
 
