@@ -130,6 +130,7 @@ def write_safetensors(
     os.close(fd)
     try:
         save_file(flat, tmp, metadata=dict(metadata or {}))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; weights are meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -142,6 +143,7 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
