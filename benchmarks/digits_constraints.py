@@ -13,7 +13,9 @@ Measures, with the shipped digits prior and its default plug-and-play settings:
      blobs and noise score low);
    - nearest-real distance: RMS pixel distance to the nearest digit of the prior's training split.
      Real held-out digits set the reference; much larger means off the digit manifold, much
-     smaller would mean copying training digits.
+     smaller would mean copying training digits;
+   - diversity: mean pairwise RMS distance within the set (within each class for class=K),
+     against real digits: a point-estimate optimiser can collapse onto one mode per constraint.
 
 Usage: python benchmarks/digits_constraints.py [--per-class 20] [--num 100] [--steps N]
 """
@@ -39,14 +41,32 @@ def nearest_real_rms(x: torch.Tensor, real: torch.Tensor) -> float:
     return float(d.min(1).values.mean())
 
 
-def describe(name: str, x: torch.Tensor, judge, real: torch.Tensor, target: np.ndarray | None) -> str:
-    flat = x.flatten(1).numpy()
+def diversity(x: torch.Tensor) -> float:
+    """Mean pairwise RMS pixel distance within a set (0 = every sample identical)."""
+    return float((torch.pdist(x.flatten(1)) / (x[0].numel() ** 0.5)).mean())
+
+
+def describe(
+    name: str,
+    x: torch.Tensor,
+    judge,
+    real: torch.Tensor,
+    target: np.ndarray | None,
+    judged: tuple[torch.Tensor, np.ndarray | None] | None = None,
+) -> str:
+    """One table row. ``judged`` replaces the samples scored by the judge (for the real rows)."""
+    jx, jt = judged if judged is not None else (x, target)
+    flat = jx.flatten(1).numpy()
+    if target is None:
+        div = diversity(x)
+    else:  # within-class diversity, averaged over classes
+        div = float(np.mean([diversity(x[torch.from_numpy(target == k)]) for k in np.unique(target)]))
     proba = judge.predict_proba(flat)
     conf = float(proba.max(1).mean())
-    hit = "-" if target is None else f"{(proba.argmax(1) == target).mean():.1%}"
+    hit = "-" if jt is None else f"{(proba.argmax(1) == jt).mean():.1%}"
     return (
         f"| {name} | {len(x)} | {hit} | {conf:.3f} | {nearest_real_rms(x, real):.3f} "
-        f"| {float(asymmetry(x).mean()):.3f} | {float(ink_density(x).mean()):.3f} |"
+        f"| {div:.3f} | {float(asymmetry(x).mean()):.3f} | {float(ink_density(x).mean()):.3f} |"
     )
 
 
@@ -63,8 +83,8 @@ def main() -> None:
     if args.steps is not None:
         config = type(config).from_dict({**config.to_dict(), "steps": args.steps})
     judge = judge_classifier()
-    x_train, _ = load_digits("prior")
-    x_held, _ = load_digits("judge")
+    x_train, y_train = load_digits("prior")
+    x_held, y_held = load_digits("judge")
     print(f"prior: digits, plug-and-play settings: {config.to_dict()}")
     print()
 
@@ -82,9 +102,18 @@ def main() -> None:
     all_cls = torch.cat(list(per_class.values()))
     targets = np.repeat(np.arange(10), args.per_class)
 
-    print("| set | n | judge says target | judge confidence | nearest-real RMS | asymmetry | ink |")
-    print("|---|---|---|---|---|---|---|")
-    print(describe("real held-out digits", x_held[: max(args.num, 200)], judge, x_train, None))
+    print(
+        "| set | n | judge says target | judge confidence | nearest-real RMS | diversity | asymmetry | ink |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    # Real reference rows: the judge scores the prior split (which it never saw); distances and
+    # diversity use the held-out judge split against the prior split.
+    print(describe("real digits", x_held, judge, x_train, None, judged=(x_train, None)))
+    print(
+        describe(
+            "real digits, by class", x_held, judge, x_train, y_held.numpy(), judged=(x_train, y_train.numpy())
+        )
+    )
     print(describe("unconstrained (pnp)", free, judge, x_train, None))
     print(describe("unconstrained (DDIM 100)", ddim, judge, x_train, None))
     print(describe("class=K (all K)", all_cls, judge, x_train, targets))

@@ -61,6 +61,19 @@ PRIOR_UNET = {
     "dropout": 0.1,
 }
 
+#: Plug-and-play settings recorded in the digits prior as its defaults (tuned with
+#: benchmarks/digits_constraints.py): start from a 25-step DDIM sample of the prior, which keeps a
+#: batch diverse, and optimise from t = 400 down, with the constraint's gradient clipped to the
+#: prior's norm.
+DIGITS_PNP = {
+    "steps": 200,
+    "lr": 0.05,
+    "lr_schedule": "linear",
+    "t_max": 400,
+    "grad_clip": 1.0,
+    "init": "ddim",
+}
+
 #: The shipped digits prior's training settings.
 PRIOR_TRAIN = {"steps": 6000, "batch_size": 64, "lr": 1e-3, "warmup": 200, "ema_decay": 0.995}
 
@@ -240,6 +253,7 @@ def train_digits_prior(
         "image_size": IMAGE_SIZE,
         "value_range": [-1.0, 1.0],
         "classifier": CLASSIFIER_NAME,
+        "pnp": DIGITS_PNP,
         "train": train.to_dict(),
         "final_loss": sum(recent) / len(recent),
         "command": command,

@@ -175,3 +175,15 @@ def test_snapshots_callback_records_trajectory(tiny_prior):
     x = generate(tiny_prior, [], num=2, config=PnPConfig(steps=5), callback=snaps)
     assert [s for s, _ in snaps.frames] == [0, 2, 4]
     assert torch.equal(snaps.frames[-1][1], x)
+
+
+def test_ddim_initialisation_is_seeded_and_differs_from_noise_init(tiny_prior):
+    p = tiny_prior
+    cfg = PnPConfig(steps=0, init="ddim", init_steps=3)
+    a = plug_and_play(p.denoiser, p.schedule, SHAPE, num=2, config=cfg, seed=4)
+    b = plug_and_play(p.denoiser, p.schedule, SHAPE, num=2, config=cfg, seed=4)
+    noise = plug_and_play(p.denoiser, p.schedule, SHAPE, num=2, config=PnPConfig(steps=0), seed=4)
+    assert torch.equal(a, b) and not torch.equal(a, noise)
+    assert a.abs().max() <= 1.0 + 1e-6  # a clipped DDIM sample, not raw noise
+    with pytest.raises(ConfigError, match="init='prior'"):
+        PnPConfig(init="prior")

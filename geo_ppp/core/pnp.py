@@ -68,6 +68,10 @@ class PnPConfig:
         finish_steps: reverse steps of the finishing pass (``None``: every timestep).
         clip: clamp x0 estimates of the finishing pass to [-clip, clip]; ``None`` disables.
         amp: run the denoiser under bfloat16 autocast on CUDA (ignored on CPU).
+        init: start from ``noise`` (standard normal) or from an unconditional ``ddim`` sample of
+            the prior (``init_steps`` DDIM steps); the latter keeps the samples of a batch
+            diverse, pair it with a ``t_max`` well below T. Ignored when ``x_init`` is given.
+        init_steps: DDIM steps of the ``ddim`` initialisation.
     """
 
     steps: int = 200
@@ -89,6 +93,8 @@ class PnPConfig:
     finish_steps: int | None = None
     clip: float | None = 1.0
     amp: bool = True
+    init: str = "noise"
+    init_steps: int = 25
 
     def __post_init__(self) -> None:
         choices = {
@@ -97,6 +103,7 @@ class PnPConfig:
             "t_schedule": T_SCHEDULES,
             "weight_schedule": DECAYS,
             "finish": {"none": None, **SAMPLERS},
+            "init": {"noise": None, "ddim": None},
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
@@ -233,12 +240,26 @@ def plug_and_play(
     # Validate shapes once up front, with a clear error, before any work.
     denoiser.check_input(torch.empty(num, *shape, device="meta"), 1)
 
-    init = noise.randn(*shape) if x_init is None else x_init.detach().to(device, torch.float32)
+    use_amp = config.amp and device.type == "cuda"
+    if x_init is not None:
+        init = x_init.detach().to(device, torch.float32)
+    else:
+        init = noise.randn(*shape)
+        if config.init == "ddim":
+            with frozen(denoiser), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                init = SAMPLERS["ddim"](
+                    denoiser,
+                    schedule,
+                    init,
+                    schedule.num_steps,
+                    noise,
+                    steps=config.init_steps,
+                    clip=config.clip,
+                ).float()
     eta = init.clone().requires_grad_(True)
     opt = OPTIMIZERS[config.optimizer]([eta], lr=config.lr)
     lr_decay = DECAYS[config.lr_schedule]
     w_decay = DECAYS[config.weight_schedule]
-    use_amp = config.amp and device.type == "cuda"
     running_prior_norm: torch.Tensor | None = None
     zeros = torch.zeros(num, device=device)
 
