@@ -63,7 +63,7 @@ def describe(
         div = float(np.mean([diversity(x[torch.from_numpy(target == k)]) for k in np.unique(target)]))
     proba = judge.predict_proba(flat)
     conf = float(proba.max(1).mean())
-    hit = "-" if jt is None else f"{(proba.argmax(1) == jt).mean():.1%}"
+    hit = "-" if jt is None else f"{(judge.predict(flat) == jt).mean():.1%}"
     return (
         f"| {name} | {len(x)} | {hit} | {conf:.3f} | {nearest_real_rms(x, real):.3f} "
         f"| {div:.3f} | {float(asymmetry(x).mean()):.3f} | {float(ink_density(x).mean()):.3f} |"

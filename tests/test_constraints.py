@@ -69,9 +69,9 @@ def test_symmetry_values():
 
 def test_thickness_prefers_target_density():
     thin = -torch.ones(1, 1, 16, 16)
-    thin[..., 6:10, 7:9] = 1.0
+    thin[..., 2:14, 6:9] = 1.0  # a 3-pixel stroke: ink fraction 0.14
     thick = -torch.ones(1, 1, 16, 16)
-    thick[..., 3:13, 4:12] = 1.0
+    thick[..., 2:14, 3:13] = 1.0  # a 10-pixel stroke: ink fraction 0.47
     assert ink_density(thick) > ink_density(thin)
     c_thick, c_thin = CONSTRAINTS["thick"](), CONSTRAINTS["thin"]()
     assert c_thick(thick) < c_thick(thin)
