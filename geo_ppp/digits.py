@@ -201,12 +201,14 @@ def judge_classifier(seed: int = 0):  # noqa: ANN201 - sklearn estimator
     A different model family trained on disjoint data from the constraint's classifier, so that
     samples cannot pass by exploiting the constraint classifier's weaknesses.
     """
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.svm import SVC
 
     x, y = load_digits("judge")
-    svm = SVC(C=10.0, gamma="scale", probability=True, random_state=seed)
-    svm.fit(x.flatten(1).numpy(), y.numpy())
-    return svm
+    # Platt-calibrated probabilities (for the confidence measure) from one SVM fitted on all of it.
+    judge = CalibratedClassifierCV(SVC(C=10.0, gamma="scale", random_state=seed), ensemble=False)
+    judge.fit(x.flatten(1).numpy(), y.numpy())
+    return judge
 
 
 def train_digits_prior(
