@@ -225,7 +225,8 @@ def generate(
         raise click.BadParameter("must be >= 1", param_hint="--num")
     check_outputs([out, out.with_suffix(".npy"), out.with_suffix(".json")], overwrite)
     loaded = load_prior(prior, device=_device(device))
-    build_constraint(list(constraints), **constraint_context(loaded, classifier))  # validate early
+    # Build (and so validate) the constraints before any work; the classifier is loaded once.
+    built = build_constraint(list(constraints), **constraint_context(loaded, classifier))
     config = None
     if sampler == "pnp":
         values = default_pnp_config(loaded).to_dict()
@@ -245,7 +246,7 @@ def generate(
     show = config is not None and config.steps > 0 and log.isEnabledFor(logging.INFO)
     x = run(
         loaded,
-        list(constraints),
+        [built] if built is not None else [],
         num=num,
         seed=seed,
         sampler=sampler,

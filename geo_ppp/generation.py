@@ -90,8 +90,10 @@ def generate(
     if size is None:
         raise ConfigError("the prior records no image_size; pass a prior trained by geo_ppp or set meta")
     shape = (prior.denoiser.in_channels, size, size)
-    context = constraint_context(prior, classifier)
-    constraint = build_constraint(constraints, **context)
+    specs = [constraints] if isinstance(constraints, str | Constraint) else list(constraints)
+    needs_classifier = any(isinstance(c, str) and c.split("=")[0].strip() == "class" for c in specs)
+    context = constraint_context(prior, classifier) if needs_classifier else {}
+    constraint = build_constraint(specs, **context)
     if sampler == "pnp":
         x = plug_and_play(
             prior.denoiser,

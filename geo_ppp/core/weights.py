@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from geo_ppp.core.denoisers import Denoiser, DiffusersDenoiser, UNetDenoiser
 from geo_ppp.core.schedules import NoiseSchedule
@@ -104,11 +104,9 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tens
     if path.suffix.lower() in PICKLE_SUFFIXES or _looks_pickled(path):
         _refuse_pickle(path)
     try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise WeightsError(
             f"{path} is not a valid safetensors file ({err}); it may be truncated or corrupt: "
@@ -191,9 +189,7 @@ def resolve_weights(name_or_path: str | os.PathLike[str]) -> Path:
     shipped = SHIPPED_WEIGHTS / str(name_or_path)
     if shipped.is_dir():
         return shipped
-    names = (
-        sorted(p.name for p in SHIPPED_WEIGHTS.iterdir() if p.is_dir()) if SHIPPED_WEIGHTS.is_dir() else []
-    )
+    names = sorted(p.parent.name for p in SHIPPED_WEIGHTS.glob("*/config.json"))
     raise WeightsError(
         f"no prior at {str(name_or_path)!r}: not a path that exists, nor a shipped prior "
         f"(shipped: {names}); pass a folder holding config.json and model.safetensors"
