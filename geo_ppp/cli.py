@@ -217,7 +217,7 @@ def generate(
     from geo_ppp.core.constraints import build_constraint
     from geo_ppp.core.pnp import PnPConfig
     from geo_ppp.core.weights import load_prior
-    from geo_ppp.generation import constraint_context, default_pnp_config, save_samples
+    from geo_ppp.generation import constraint_context, default_pnp_config, progress_callback, save_samples
     from geo_ppp.generation import generate as run
     from geo_ppp.outputs import check_outputs
 
@@ -241,8 +241,6 @@ def generate(
             except json.JSONDecodeError:
                 values[key] = text
         config = PnPConfig.from_dict(values)
-    from geo_ppp.generation import progress_callback
-
     show = config is not None and config.steps > 0 and log.isEnabledFor(logging.INFO)
     x = run(
         loaded,
@@ -253,7 +251,7 @@ def generate(
         config=config,
         steps=steps if sampler != "pnp" else None,
         classifier=classifier,
-        callback=progress_callback(config.steps) if show and config else None,
+        callback=progress_callback(config.steps) if show else None,
     )
     record = {
         "command": _command_line(),

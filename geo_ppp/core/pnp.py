@@ -42,10 +42,11 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 class PnPConfig:
     """Settings of :func:`plug_and_play`.
 
-    The defaults are those measured best on the digits prior (benchmarks/digits_constraints.py):
-    the paper's annealed t and linearly decaying constraint weight, plus a linearly decaying
-    learning rate (which removes Adam's late jitter, so no finishing pass is needed) and the
-    constraint's gradient clipped to half the prior's.
+    The defaults are generic: the paper's annealed t from T and linearly decaying constraint
+    weight, plus a linearly decaying learning rate (which removes Adam's late jitter, so no
+    finishing pass is needed) and the constraint's gradient clipped to half the prior's. A prior
+    can record its own tuned settings in ``meta["pnp"]`` (the digits prior does: DDIM
+    initialisation, ``t_max=400``, ``grad_clip=1.0``; see benchmarks/digits_constraints.py).
 
     Attributes:
         steps: optimisation steps.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from geo_ppp.core.atomic import atomic_path, write_json
 from geo_ppp.core.denoisers import Denoiser, DiffusersDenoiser, UNetDenoiser
 from geo_ppp.core.schedules import NoiseSchedule
 from geo_ppp.core.unet import UNetConfig
@@ -124,28 +124,8 @@ def write_safetensors(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(flat, tmp, metadata=dict(metadata or {}))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; weights are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), metadata=dict(metadata or {}))
 
 
 def save_prior(prior: Prior, folder: str | os.PathLike[str]) -> Path:
@@ -173,7 +153,7 @@ def save_prior(prior: Prior, folder: str | os.PathLike[str]) -> Path:
         "schedule": prior.schedule.to_config(),
         "meta": prior.meta,
     }
-    _write_json(folder / "config.json", config)
+    write_json(folder / "config.json", config)
     return folder
 
 
