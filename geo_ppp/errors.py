@@ -10,6 +10,7 @@ __all__ = [
     "ConfigError",
     "ConstraintError",
     "GeoPPPError",
+    "InputError",
     "OutputExistsError",
     "ShapeError",
     "WeightsError",
@@ -38,3 +39,7 @@ class WeightsError(GeoPPPError, OSError):
 
 class OutputExistsError(GeoPPPError, FileExistsError):
     """An output already exists and ``overwrite`` was not requested."""
+
+
+class InputError(GeoPPPError, ValueError):
+    """An input file (imagery, weak labels, truth) is unreadable or unfit for inference."""

@@ -59,6 +59,8 @@ class PnPConfig:
         t_amplitude: amplitude ``a`` of the cosine modulation.
         t_cycles: cosine periods over the run.
         t_jitter: each sample's t is moved by a uniform integer in [-jitter, jitter].
+        prior_weight: weight of the prior's denoising loss; 0 drops the prior (constraints only,
+            an ablation) and skips the denoiser entirely.
         constraint_weight: weight of the constraint at the start.
         weight_schedule: decay of the constraint weight (the paper: ``linear`` to 0).
         grad_clip: if set, clip each sample's constraint gradient to this fraction of the running
@@ -85,6 +87,7 @@ class PnPConfig:
     t_amplitude: float = 0.2
     t_cycles: float = 8.0
     t_jitter: int = 0
+    prior_weight: float = 1.0
     constraint_weight: float = 1.0
     weight_schedule: str = "linear"
     grad_clip: float | None = 0.5
@@ -115,6 +118,8 @@ class PnPConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.prior_weight < 0:
+            raise ConfigError(f"prior_weight must be >= 0, got {self.prior_weight}")
         if self.t_jitter < 0:
             raise ConfigError(f"t_jitter must be >= 0, got {self.t_jitter}")
 
@@ -276,10 +281,13 @@ def plug_and_play(
                 t = t.clamp(t_sched.t_min, t_sched.t_max)
             t = t.to(device)
             eps = noise.randn(*shape)
-            x_t = schedule.q_sample(eta, t, eps)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-                eps_hat = denoiser(x_t, t)
-            prior_loss = (eps_hat.float() - eps).pow(2).flatten(1).mean(1)
+            if config.prior_weight > 0:
+                x_t = schedule.q_sample(eta, t, eps)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    eps_hat = denoiser(x_t, t)
+                prior_loss = config.prior_weight * (eps_hat.float() - eps).pow(2).flatten(1).mean(1)
+            else:
+                prior_loss = zeros
 
             weight = config.constraint_weight * w_decay(progress)
             c_loss = zeros
@@ -293,7 +301,7 @@ def plug_and_play(
                             f"got {tuple(c_loss.shape)}"
                         )
 
-            if config.grad_clip is None or constraint is None or weight == 0:
+            if config.grad_clip is None or constraint is None or weight == 0 or config.prior_weight == 0:
                 (grad,) = torch.autograd.grad((prior_loss + weight * c_loss).sum(), [eta])
             else:
                 (g_prior,) = torch.autograd.grad(prior_loss.sum(), [eta])

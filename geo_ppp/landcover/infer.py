@@ -1,0 +1,292 @@
+"""Land-cover inference for a batch of windows: weak labels + colour clusters + the diffusion prior.
+
+The algorithm (Graikos et al. 2022, section 2 of docs/METHOD.md, then refined at 1 m):
+
+1. The weak labels (source codes on the image grid) become a class distribution through the
+   co-occurrence matrix, after a Gaussian blur (sigma 31 px at 1 m).
+2. Imagery and weak distribution are average-pooled to the prior's resolution (4 m for the
+   shipped prior); the image is clustered there by the local Gaussian mixture.
+3. Plug-and-play: the latent is optimised under the DDPM prior with the local KL (weak labels) and
+   local mutual-information (clusters) constraints. It starts from the weak distribution.
+4. The coarse posterior is refined at the image's own resolution: a class-conditional Gaussian
+   model of the 1 m pixel features (bands, NDVI, local texture) is fitted per window, weighted by
+   the posterior, and combined with the upsampled posterior by a few EM rounds. This puts class
+   boundaries where the image has them, instead of on the 4 m cells.
+
+``prior=None`` (or ``prior_weight=0``) gives the constraints-only ablation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch.nn import functional as F
+
+from geo_ppp.core.config import config_from_mapping, config_to_dict
+from geo_ppp.core.constraints import Sum
+from geo_ppp.core.pnp import PnPConfig, plug_and_play
+from geo_ppp.core.weights import Prior
+from geo_ppp.errors import ConfigError, ShapeError
+from geo_ppp.landcover.clustering import ClusterConfig, box_mean, image_features, local_gmm
+from geo_ppp.landcover.constraints import LocalKL, LocalMutualInformation, Relaxation
+from geo_ppp.landcover.weak import Cooccurrence, weak_distribution
+
+__all__ = ["InferConfig", "WindowResult", "coarse_inputs", "infer_windows", "refine_full_resolution"]
+
+#: Plug-and-play settings for land cover (tuned on sample_tiles patches 0-3; see the benchmark).
+LANDCOVER_PNP = {
+    "steps": 60,
+    "optimizer": "adam",
+    "lr": 0.05,
+    "lr_schedule": "linear",
+    "t_schedule": "cosine",
+    "t_max": 400,
+    "t_min": 1,
+    "constraint_weight": 1.0,
+    "weight_schedule": "constant",
+    "grad_clip": None,
+    "init": "noise",
+}
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Settings of :func:`infer_windows`.
+
+    Attributes:
+        pnp: plug-and-play settings (``steps``, ``lr``, ``t_max``...); see :class:`PnPConfig`.
+        clusters: local-GMM settings at the prior's resolution.
+        weak_sigma_m: Gaussian blur of the weak labels, metres.
+        kl_weight, mi_weight: weights of the two constraints.
+        kl_radius, mi_radius: their box radii, in prior cells.
+        relaxation: ``softmax`` or ``interval``; ``relax_start``/``relax_end`` its annealing.
+        init_scale: the latent starts at ``init_scale * (2 * weak - 1)``.
+        refine: refine at the image resolution (False returns the upsampled coarse posterior).
+        refine_iterations: EM rounds of the refinement.
+        refine_coarse_power: exponent of the coarse posterior in the refinement.
+        refine_weak_power: exponent of the (blurred) weak distribution in the refinement.
+        texture_radius: radius (pixels at 1 m) of the local-contrast feature.
+    """
+
+    pnp: dict[str, object] = field(default_factory=lambda: dict(LANDCOVER_PNP))
+    clusters: dict[str, object] = field(default_factory=dict)
+    weak_sigma_m: float = 31.0
+    kl_weight: float = 1.0
+    mi_weight: float = 1.0
+    kl_radius: int = 15
+    mi_radius: int = 15
+    relaxation: str = "softmax"
+    relax_start: float = 0.4
+    relax_end: float = 0.04
+    init_scale: float = 1.0
+    refine: bool = True
+    refine_iterations: int = 8
+    refine_coarse_power: float = 0.5
+    refine_weak_power: float = 0.0
+    texture_radius: int = 3
+
+    def __post_init__(self) -> None:
+        PnPConfig.from_dict({**LANDCOVER_PNP, **self.pnp})  # validates keys and values now
+        ClusterConfig.from_dict(self.clusters)
+        if self.relaxation not in Relaxation.kinds:
+            raise ConfigError(
+                f"relaxation {self.relaxation!r} is unknown; use one of {list(Relaxation.kinds)}"
+            )
+        if self.weak_sigma_m < 0 or self.kl_weight < 0 or self.mi_weight < 0:
+            raise ConfigError("weak_sigma_m, kl_weight and mi_weight must be >= 0")
+
+    def pnp_config(self) -> PnPConfig:
+        """The resolved :class:`PnPConfig`."""
+        return PnPConfig.from_dict({**LANDCOVER_PNP, **self.pnp})
+
+    def cluster_config(self) -> ClusterConfig:
+        """The resolved :class:`ClusterConfig`."""
+        return ClusterConfig.from_dict(self.clusters)
+
+    def with_pnp(self, **changes: object) -> InferConfig:
+        """A copy with some plug-and-play settings changed."""
+        return replace(self, pnp={**self.pnp, **changes})
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able form, with the plug-and-play and cluster settings fully resolved."""
+        data = config_to_dict(self)
+        data["pnp"] = self.pnp_config().to_dict()
+        data["clusters"] = self.cluster_config().to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> InferConfig:
+        """Strict parse (unknown keys are errors)."""
+        return config_from_mapping(cls, data, "the inference config")
+
+
+@dataclass
+class WindowResult:
+    """What :func:`infer_windows` returns for a batch.
+
+    Attributes:
+        probabilities: (B, K, H, W) class probabilities at the image resolution.
+        coarse: (B, K, h, w) posterior at the prior's resolution.
+        weak: (B, K, H, W) the weak distribution.
+    """
+
+    probabilities: torch.Tensor
+    coarse: torch.Tensor
+    weak: torch.Tensor
+
+
+def coarse_inputs(
+    image: torch.Tensor, weak: torch.Tensor, valid: torch.Tensor, factor: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Average-pool image, weak distribution and mask by ``factor`` (masked means)."""
+    v = valid.float()
+    if factor == 1:
+        return image, weak, v
+    pv = F.avg_pool2d(v, factor)
+    img = F.avg_pool2d(image * v, factor) / pv.clamp_min(1e-6)
+    wk = F.avg_pool2d(weak, factor)
+    return img, wk / wk.sum(1, keepdim=True).clamp_min(1e-12), (pv > 0.5).float()
+
+
+def _texture(image: torch.Tensor, radius: int) -> torch.Tensor:
+    bright = image.float().mean(1, keepdim=True) / 255.0
+    mean = box_mean(bright, radius)
+    return (box_mean(bright.pow(2), radius) - mean.pow(2)).clamp_min(0).sqrt()
+
+
+def refine_full_resolution(
+    image: torch.Tensor,
+    coarse_up: torch.Tensor,
+    weak: torch.Tensor,
+    valid: torch.Tensor,
+    config: InferConfig,
+) -> torch.Tensor:
+    """Refine an upsampled coarse posterior with the 1 m image: per-window class-conditional EM.
+
+    Each class gets a full-covariance Gaussian over the pixel features of the window, weighted by
+    the current posterior; the new posterior is ``coarse^a * weak^b * N(feature | class)``.
+    """
+    feats = torch.cat([image_features(image), 4.0 * _texture(image, config.texture_radius)], 1)
+    b, d, h, w = feats.shape
+    k = coarse_up.shape[1]
+    f = feats.flatten(2).transpose(1, 2)  # (B, N, D)
+    v = valid.float().flatten(1)  # (B, N)
+    logp = config.refine_coarse_power * coarse_up.clamp_min(1e-4).log().flatten(2)
+    if config.refine_weak_power:
+        logp = logp + config.refine_weak_power * weak.clamp_min(1e-4).log().flatten(2)
+    q = coarse_up.flatten(2)  # (B, K, N)
+    eye = torch.eye(d, device=f.device, dtype=f.dtype)
+    for _ in range(config.refine_iterations):
+        r = q * v[:, None]
+        mass = r.sum(2).clamp_min(1e-3)  # (B, K)
+        mean = torch.einsum("bkn,bnd->bkd", r, f) / mass[..., None]
+        diff = f[:, None] - mean[:, :, None]  # (B, K, N, D)
+        cov = torch.einsum("bkn,bknd,bkne->bkde", r, diff, diff) / mass[..., None, None] + 1e-3 * eye
+        chol = torch.linalg.cholesky(cov)
+        z = torch.linalg.solve_triangular(chol, diff.transpose(-1, -2), upper=False)  # (B, K, D, N)
+        loglik = -0.5 * z.pow(2).sum(2) - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
+        q = torch.softmax(loglik + logp, 1)
+    return q.view(b, k, h, w)
+
+
+def infer_windows(
+    image: torch.Tensor,
+    weak_codes: torch.Tensor,
+    valid: torch.Tensor,
+    cooccurrence: Cooccurrence,
+    prior: Prior | None,
+    config: InferConfig | None = None,
+    *,
+    seeds: list[int] | None = None,
+    resolution_m: float = 1.0,
+    weak_nodata: int | None = 0,
+    factor: int | None = None,
+    device: torch.device | str = "cpu",
+) -> WindowResult:
+    """Infer class probabilities for a batch of windows.
+
+    Args:
+        image: (B, C, H, W) imagery in 0-255 (C >= 3; NIR as band 4 when present).
+        weak_codes: (B, H, W) weak-label source codes on the image grid.
+        valid: (B, 1, H, W) image validity mask.
+        cooccurrence: source codes -> target classes.
+        prior: the land-cover prior; ``None`` runs the constraints-only ablation.
+        config: settings.
+        seeds: one seed per window (default ``range(B)``).
+        resolution_m: ground size of an image pixel, metres (for the weak blur).
+        weak_nodata: weak-label nodata code.
+        factor: image pixels per prior cell (default: the prior's ``resolution_m / resolution_m``).
+        device: where to run.
+    """
+    config = config or InferConfig()
+    device = torch.device(device)
+    if image.dim() != 4 or weak_codes.dim() != 3 or valid.dim() != 4:
+        raise ShapeError("image must be (B, C, H, W), weak_codes (B, H, W) and valid (B, 1, H, W)")
+    b, _, h, w = image.shape
+    seeds = list(range(b)) if seeds is None else list(seeds)
+    if factor is None:
+        prior_res = float(prior.meta.get("resolution_m", 4.0)) if prior is not None else 4.0
+        factor = max(1, round(prior_res / resolution_m))
+    if h % factor or w % factor:
+        raise ShapeError(f"window {h}x{w} is not a multiple of the prior's cell ({factor} pixels)")
+    image = image.to(device).float()
+    valid = valid.to(device)
+    weak = weak_distribution(
+        weak_codes, cooccurrence, config.weak_sigma_m / resolution_m, weak_nodata, device
+    )
+    img_c, weak_c, valid_c = coarse_inputs(image, weak, valid, factor)
+    clusters = local_gmm(image_features(img_c), config.cluster_config(), valid_c)
+
+    relax = Relaxation(config.relaxation, config.relax_start, config.relax_end)
+    terms = []
+    if config.kl_weight:
+        terms.append(LocalKL(weak_c, relax, config.kl_radius, valid_c) * config.kl_weight)
+    if config.mi_weight:
+        terms.append(LocalMutualInformation(clusters, relax, config.mi_radius, valid_c) * config.mi_weight)
+    constraint = Sum(terms) if terms else None
+    pnp = config.pnp_config()
+    x0 = config.init_scale * (2 * weak_c - 1)
+    if prior is None or pnp.prior_weight == 0:
+        pnp = replace(pnp, prior_weight=0.0)
+        denoiser, schedule = _NullDenoiser(weak_c.shape[1]), _null_schedule(device)
+    else:
+        denoiser, schedule = prior.denoiser, prior.schedule
+    x = plug_and_play(
+        denoiser, schedule, constraint=constraint, config=pnp, seed=seeds, x_init=x0, device=device
+    )
+    relax.on_step(1.0)
+    coarse = relax(x) * valid_c + (1 - valid_c) * weak_c
+    up = F.interpolate(coarse, scale_factor=factor, mode="bilinear", align_corners=False)
+    up = up / up.sum(1, keepdim=True).clamp_min(1e-12)
+    probs = refine_full_resolution(image, up, weak, valid, config) if config.refine else up
+    return WindowResult(probabilities=probs, coarse=coarse, weak=weak)
+
+
+class _NullDenoiser(torch.nn.Module):
+    """Stands in for the prior in the constraints-only ablation (never called: prior_weight is 0)."""
+
+    size_multiple = 1
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.in_channels = channels
+
+    def check_input(self, x_t: torch.Tensor, t: object) -> None:  # noqa: D102
+        return None
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise RuntimeError("the constraints-only path must not call the denoiser")
+
+
+def _null_schedule(device: torch.device):  # noqa: ANN202
+    from geo_ppp.core.schedules import NoiseSchedule
+
+    return NoiseSchedule.create("linear", 1000)
+
+
+def seeds_for(base: int, keys: list[tuple[int, ...]]) -> list[int]:
+    """Per-window seeds from a base seed and window keys (for example tile positions)."""
+    from geo_ppp.core.random import derive_seed
+
+    return [derive_seed(base, *key) for key in keys]

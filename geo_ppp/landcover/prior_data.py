@@ -1,0 +1,142 @@
+"""Training windows for the land-cover prior, read and sampled with torchgeo.
+
+Label rasters (any CRS, one coding per source) are indexed by a torchgeo ``RasterDataset`` and
+windows are drawn by a ``RandomGeoSampler``. A window of ``window_m`` metres is read at the
+raster's own resolution, remapped to the legend, and pooled to ``size`` x ``size`` cells by
+majority (the paper samples 256 m at 1 m and downsamples x4 by nearest; majority keeps thin
+classes more faithfully). Windows with more than ``max_nodata`` nodata are rejected.
+
+The drawn windows are kept in memory as a one-hot pool scaled to [-1, 1]; training then samples
+the pool with random flips and quarter turns (land-cover maps have no preferred orientation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from geo_ppp.core.training import BatchSource
+from geo_ppp.errors import ConfigError
+from geo_ppp.landcover.legends import Legend
+
+__all__ = ["augmented_batches", "label_dataset", "onehot_pm1", "sample_label_windows"]
+
+log = logging.getLogger(__name__)
+
+
+def label_dataset(paths: Sequence[str | os.PathLike[str]]):  # -> torchgeo RasterDataset
+    """A torchgeo ``RasterDataset`` over label GeoTIFFs (files or folders of ``*.tif``) of one CRS."""
+    from torchgeo.datasets import RasterDataset
+
+    class LabelRasters(RasterDataset):
+        filename_glob = "*.tif"
+        is_image = False
+
+    files: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files.extend(str(f) for f in sorted(path.glob("*.tif")))
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise ConfigError(f"label raster {path} does not exist")
+    if not files:
+        raise ConfigError(f"no label GeoTIFFs found in {[str(p) for p in paths]}")
+    return LabelRasters(files)
+
+
+def pool_majority(index: np.ndarray, k: int, size: int) -> np.ndarray:
+    """Majority-pool an (H, W) channel-index map (-1 = nodata) to (size, size); nodata wins ties."""
+    t = torch.from_numpy(index)
+    onehot = torch.stack([(t == c).float() for c in range(-1, k)])  # (k+1, H, W), channel 0 = nodata
+    pooled = F.adaptive_avg_pool2d(onehot[None], size)[0]
+    return (pooled.argmax(0) - 1).numpy()
+
+
+def sample_label_windows(
+    dataset,
+    legend: Legend,
+    count: int,
+    *,
+    window_m: float = 256.0,
+    size: int = 64,
+    max_nodata: float = 0.02,
+    seed: int = 0,
+    max_draws: int | None = None,
+    source_nodata: int | None = None,
+) -> np.ndarray:
+    """Draw ``count`` label windows (N, size, size) of channel indices from a torchgeo GeoDataset.
+
+    Args:
+        dataset: a torchgeo GeoDataset whose samples carry a ``mask`` of label codes.
+        legend: maps the codes to channels (through its ``remap``).
+        count: windows wanted.
+        window_m: window side in CRS units (metres).
+        size: output cells per side.
+        max_nodata: reject windows with a larger nodata fraction.
+        seed: seeds the sampler.
+        max_draws: give up after this many draws (default ``50 * count``).
+        source_nodata: an extra code to treat as nodata.
+
+    Returns:
+        uint8-able int64 array of channel indices; fewer than ``count`` windows if the data ran out.
+    """
+    from torchgeo.samplers import RandomGeoSampler, Units
+
+    gen = torch.Generator().manual_seed(seed)
+    draws = max_draws or 50 * count
+    sampler = RandomGeoSampler(dataset, size=window_m, length=draws, units=Units.CRS, generator=gen)
+    out: list[np.ndarray] = []
+    tried = 0
+    for query in sampler:
+        tried += 1
+        mask = dataset[query]["mask"].numpy().astype(np.int64)
+        index = legend.to_index(mask, extra_nodata=source_nodata)
+        if (index < 0).mean() > max_nodata:
+            continue
+        pooled = pool_majority(index, legend.num_classes, size)
+        if (pooled < 0).mean() > max_nodata:
+            continue
+        out.append(np.where(pooled < 0, np.bincount(pooled[pooled >= 0].ravel()).argmax(), pooled))
+        if len(out) >= count:
+            break
+    log.info("kept %d of %d label windows drawn", len(out), tried)
+    if not out:
+        raise ConfigError(
+            "no label window had enough valid pixels; check the rasters' nodata and the window size"
+        )
+    return np.stack(out)
+
+
+def onehot_pm1(index: np.ndarray, k: int) -> torch.Tensor:
+    """Channel indices (N, H, W) -> one-hot (N, K, H, W) scaled to [-1, 1] (the prior's space)."""
+    t = torch.as_tensor(index, dtype=torch.long)
+    return F.one_hot(t, k).permute(0, 3, 1, 2).float() * 2 - 1
+
+
+def augmented_batches(pools: Sequence[torch.Tensor], weights: Sequence[float]) -> BatchSource:
+    """Sample batches from several window pools with the given mixing weights, flipped and turned."""
+    probs = torch.tensor(weights, dtype=torch.float64)
+    probs = probs / probs.sum()
+
+    def source(gen: torch.Generator, batch_size: int) -> torch.Tensor:
+        which = torch.multinomial(probs, batch_size, replacement=True, generator=gen)
+        items = []
+        for w in which.tolist():
+            pool = pools[w]
+            i = int(torch.randint(0, pool.shape[0], (1,), generator=gen))
+            x = pool[i]
+            turns = int(torch.randint(0, 4, (1,), generator=gen))
+            flip = bool(torch.randint(0, 2, (1,), generator=gen))
+            x = torch.rot90(x, turns, dims=(-2, -1))
+            items.append(x.flip(-1) if flip else x)
+        return torch.stack(items)
+
+    return source
