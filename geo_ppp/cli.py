@@ -85,11 +85,21 @@ def main(verbose: int, quiet: bool) -> None:
 @main.command("train-prior")
 @click.option(
     "--dataset",
-    type=click.Choice(["digits"]),
+    type=click.Choice(["digits", "landcover"]),
     default="digits",
     show_default=True,
-    help="Training data.",
+    help="Training data: sklearn digits, or land-cover label rasters given with --labels.",
 )
+@click.option(
+    "--labels",
+    "label_specs",
+    multiple=True,
+    help="Land-cover label rasters: PATH[,PATH...][@WEIGHT] (files or folders of GeoTIFFs of one CRS); "
+    "repeat for several sources.",
+)
+@click.option("--legend", default="chesapeake", show_default=True, help="Legend name or JSON (landcover).")
+@click.option("--windows", type=int, default=2000, show_default=True, help="Windows drawn per label source.")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default: the shipped prior's).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output prior folder.")
 @click.option("--steps", type=int, default=None, help="Training steps (default: the shipped prior's).")
 @click.option("--base-channels", type=int, default=None, help="U-Net width (default: the shipped prior's).")
@@ -103,6 +113,10 @@ def main(verbose: int, quiet: bool) -> None:
 @_handle_errors
 def train_prior(
     dataset: str,
+    label_specs: tuple[str, ...],
+    legend: str,
+    windows: int,
+    batch_size: int | None,
     out: Path,
     steps: int | None,
     base_channels: int | None,
@@ -121,6 +135,28 @@ def train_prior(
     out.mkdir(parents=True, exist_ok=True)
     check_outputs([out / "model.safetensors"], overwrite=True)
     unet = {"base_channels": base_channels} if base_channels else None
+    progress = not log.isEnabledFor(logging.DEBUG) and sys.stderr.isatty()
+    if dataset == "landcover":
+        from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
+
+        if not label_specs:
+            raise click.UsageError("--dataset landcover needs --labels PATH[,PATH...][@WEIGHT]")
+        prior = train_landcover_prior(
+            out,
+            [LabelSource.parse(s, windows) for s in label_specs],
+            legend,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            workdir=workdir,
+            resume=resume,
+            device=_device(device),
+            progress=progress,
+            unet=unet,
+            command=_command_line(),
+        )
+        click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")
+        return
     prior = train_digits_prior(
         out,
         steps=steps,
@@ -128,7 +164,7 @@ def train_prior(
         workdir=workdir,
         resume=resume,
         device=_device(device),
-        progress=not log.isEnabledFor(logging.DEBUG) and sys.stderr.isatty(),
+        progress=progress,
         unet=unet,
         command=_command_line(),
     )
@@ -270,6 +306,46 @@ def generate(
 
 
 @main.command()
+@click.argument("image", type=click.Path(path_type=Path))
+@click.option("--weak-labels", type=click.Path(path_type=Path), required=True, help="NLCD-coded raster, any CRS.")
+@click.option("--legend", default="chesapeake", show_default=True, help="Legend name or legend JSON file.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output GeoTIFF (uint8 legend codes).")
+@click.option("--prior", default=None, help="Prior name or folder (default: the legend's shipped prior).")
+@click.option("--cooccurrence", default=None, help="Co-occurrence name or JSON (default: the legend's).")
+@click.option("--steps", type=int, default=None, help="Plug-and-play steps (default: the prior's tuned value).")
+@click.option("--bands", default=None, help="Image bands to use, 1-based, comma-separated (e.g. 1,2,3,4).")
+@seed_option
+@device_option
+@overwrite_option
+@_handle_errors
+def segment(
+    image: Path,
+    weak_labels: Path,
+    legend: str,
+    out: Path,
+    prior: str | None,
+    cooccurrence: str | None,
+    steps: int | None,
+    bands: str | None,
+    seed: int,
+    device: str,
+    overwrite: bool,
+) -> None:
+    """Infer a land-cover map of IMAGE from weak labels under the diffusion prior."""
+    from geo_ppp.landcover.segment import segment as run_segment
+
+    try:
+        band_list = tuple(int(b) for b in bands.split(",")) if bands else None
+    except ValueError:
+        raise click.BadParameter(f"{bands!r} is not a comma-separated list of band numbers", param_hint="--bands")
+    result = run_segment(
+        image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, steps=steps, seed=seed,
+        bands=band_list, device=_device(device), overwrite=overwrite, command=_command_line(),
+    )
+    click.echo(f"wrote {result.out} ({result.grid.width} x {result.grid.height}) and {result.out}.json")
+
+
+@main.command()
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -288,6 +364,81 @@ def demo(out: Path, num: int, seed: int, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report = run_digits_demo(out, num=num, seed=seed, overwrite=overwrite, echo=click.echo)
     click.echo(report)
+
+
+@main.command()
+@click.option(
+    "--truth",
+    "truth_paths",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    required=True,
+    help="High-resolution label raster; repeat for several (paired in order with --weak).",
+)
+@click.option(
+    "--weak",
+    "weak_paths",
+    type=click.Path(path_type=Path),
+    multiple=True,
+    required=True,
+    help="Weak-label raster (e.g. NLCD) covering the matching --truth; reprojected onto its grid.",
+)
+@click.option(
+    "--legend", required=True, help="Target legend: chesapeake, enviroatlas, nlcd or a legend JSON."
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output co-occurrence JSON.")
+@click.option(
+    "--smoothing", type=float, default=1.0, show_default=True, help="Pseudo-count added to every cell."
+)
+@overwrite_option
+@_handle_errors
+def cooccurrence(
+    truth_paths: tuple[Path, ...],
+    weak_paths: tuple[Path, ...],
+    legend: str,
+    out: Path,
+    smoothing: float,
+    overwrite: bool,
+) -> None:
+    """Estimate a co-occurrence matrix P(legend class | weak-label code) from truth/weak raster pairs."""
+    import dataclasses
+
+    from geo_ppp.landcover.evaluate import estimate_cooccurrence_from_files
+    from geo_ppp.outputs import check_outputs
+
+    check_outputs([out], overwrite)
+    co = estimate_cooccurrence_from_files(truth_paths, weak_paths, legend, smoothing=smoothing)
+    co = dataclasses.replace(co, description=f"{co.description}. Made by: {_command_line()}")
+    co.save(out)
+    click.echo(
+        f"wrote {out}: {len(co.target_codes)} classes ({co.legend}) x weak codes {list(co.source_codes)}"
+    )
+
+
+@main.command()
+@click.argument("pred", type=click.Path(path_type=Path))
+@click.argument("truth", type=click.Path(path_type=Path))
+@click.option(
+    "--legend", default="chesapeake", show_default=True, help="Legend name or JSON (remaps truth codes)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+@_handle_errors
+def evaluate(pred: Path, truth: Path, legend: str, as_json: bool) -> None:
+    """Score a predicted class map PRED against a truth raster TRUTH (accuracy, IoU, confusion)."""
+    import json
+
+    from geo_ppp.landcover.evaluate import evaluate_files, format_scores
+    from geo_ppp.landcover.legends import load_legend
+
+    loaded = load_legend(legend)
+    scores = evaluate_files(pred, truth, loaded)
+    if as_json:
+        record = {"prediction": str(pred), "truth": str(truth), "legend": loaded.name}
+        record.update(scores.to_dict(loaded))
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(f"prediction: {pred}\ntruth:      {truth}\nlegend:     {loaded.name}")
+    click.echo(format_scores(scores, loaded))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,11 +56,16 @@ class Relaxation(torch.nn.Module):
         return on / on.sum(1, keepdim=True)
 
 
-def _check(x: torch.Tensor, evidence: torch.Tensor, what: str) -> None:
-    if x.dim() != 4 or x.shape[0] != evidence.shape[0] or x.shape[-2:] != evidence.shape[-2:]:
+def _check(x: torch.Tensor, evidence: torch.Tensor, what: str, channels: bool = False) -> None:
+    if (
+        x.dim() != 4
+        or x.shape[0] != evidence.shape[0]
+        or x.shape[-2:] != evidence.shape[-2:]
+        or (channels and x.shape[1] != evidence.shape[1])
+    ):
         raise ShapeError(
             f"{what}: latent {tuple(x.shape)} does not match its evidence {tuple(evidence.shape)} "
-            "(batch and spatial size must agree)"
+            "(batch and spatial size must agree" + (", and the number of classes)" if channels else ")")
         )
 
 
@@ -86,7 +91,7 @@ class LocalKL(Constraint):
         self.relaxation.on_step(progress)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check(x, self.weak, "LocalKL")
+        _check(x, self.weak, "LocalKL", channels=True)
         s = box_mean(self.relaxation(x), self.radius).clamp_min(_EPS)
         kl = (self.weak * (self.weak.log() - s.log())).sum(1, keepdim=True)
         return (kl * self.valid).sum((1, 2, 3)) / self.valid.sum((1, 2, 3)).clamp_min(1.0)

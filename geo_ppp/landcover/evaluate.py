@@ -33,7 +33,8 @@ def same_grid(a: Grid, b: Grid) -> bool:
     if a.crs != b.crs or (a.width, a.height) != (b.width, b.height):
         return False
     tol = 1e-6 * max(abs(a.transform.a), abs(a.transform.e), 1e-12)
-    return all(math.isclose(x, y, rel_tol=0.0, abs_tol=tol) for x, y in zip(a.transform, b.transform, strict=False))
+    pairs = zip(a.transform, b.transform, strict=False)
+    return all(math.isclose(x, y, rel_tol=0.0, abs_tol=tol) for x, y in pairs)
 
 
 def _mask_nodata(codes: np.ndarray, nodata: int | None, legend: Legend) -> np.ndarray:
@@ -143,8 +144,9 @@ def estimate_cooccurrence_from_files(
         pairs.append((_mask_nodata(codes, nodata, legend), weak))
     if description is None:
         description = (
-            f"P({legend.name} class | weak-label code) counted over {len(pairs)} pair(s) of truth and weak-label "
-            f"rasters (weak labels reprojected onto the truth grid, nearest neighbour), smoothing {smoothing}: "
+            f"P({legend.name} class | weak-label code) counted over {len(pairs)} pair(s) of truth and "
+            "weak-label rasters (weak labels reprojected onto the truth grid, nearest neighbour), smoothing "
+            f"{smoothing}: "
             + ", ".join(f"{os.path.basename(str(t))} ~ {os.path.basename(str(w))}"
                         for t, w in zip(truth_paths, weak_paths, strict=True))
         )

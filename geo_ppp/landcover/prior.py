@@ -34,11 +34,11 @@ __all__ = ["LANDCOVER_TRAIN", "LANDCOVER_UNET", "LabelSource", "check_prior_lege
 
 log = logging.getLogger(__name__)
 
-#: The shipped land-cover prior's architecture (1.4M parameters).
+#: The shipped land-cover prior's architecture (0.5M parameters: small enough to train on 2 CPU cores).
 LANDCOVER_UNET = {
     "base_channels": 16,
-    "channel_mult": (1, 2, 3, 4),
-    "num_res_blocks": 2,
+    "channel_mult": (1, 2, 2, 2),
+    "num_res_blocks": 1,
     "attention_levels": (3,),
     "attention_heads": 4,
 }

@@ -199,7 +199,7 @@ def weak_distribution(
     Raises:
         ConfigError: source codes that the matrix does not know (names them and the fix).
     """
-    src = torch.as_tensor(np.asarray(source).astype(np.int64), device=device)
+    src = torch.as_tensor(source, device=device).long() if torch.is_tensor(source) else torch.as_tensor(np.asarray(source).astype(np.int64), device=device)
     if src.dim() == 2:
         src = src[None]
     known = torch.tensor(cooccurrence.source_codes, device=device)

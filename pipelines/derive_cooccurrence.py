@@ -1,0 +1,167 @@
+"""Build the shipped co-occurrence matrices in geo_ppp/data/cooccurrence from real data.
+
+Run from the repository root:  python pipelines/derive_cooccurrence.py [--source DIR] [--tiles DIR]
+
+1. ``enviroatlas-{pa,nc,austin_tx,az}.json``: the EnviroAtlas/NLCD co-occurrence matrices of Rolf et
+   al. 2022 (``--source``, see /work/shared/data/PROVENANCE.md), (11, 17) float64, column-normalised,
+   rows EnviroAtlas codes, columns NLCD codes. Rows are summed into the 5 classes of the
+   ``enviroatlas`` legend through its ``remap`` (row 0, unclassified, is dropped); NLCD column 0
+   (nodata) and every column left all-zero (NLCD classes that only ever met unclassified pixels)
+   are dropped; columns are renormalised.
+   ``enviroatlas.json``: the mean of the four cities' matrices over the union of their columns; a
+   column is averaged over the cities that have it.
+2. ``chesapeake.json``: counted over the sample tiles (``--tiles``): Chesapeake 7-class truth vs the
+   30 m NLCD reprojected onto the truth grid, through the same function as ``geo-ppp cooccurrence``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from geo_ppp.landcover.evaluate import estimate_cooccurrence_from_files
+from geo_ppp.landcover.legends import load_legend
+from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "enviroatlas-cooccurrence"
+DEFAULT_TILES = ROOT / "sample_tiles"
+DEFAULT_OUT = ROOT / "geo_ppp" / "data" / "cooccurrence"
+
+ENVIROATLAS_ROWS = (0, 10, 20, 30, 40, 52, 70, 80, 82, 91, 92)
+NLCD_COLUMNS = (0, 11, 12, 21, 22, 23, 24, 31, 41, 42, 43, 52, 71, 81, 82, 90, 95)
+CITIES = {
+    "pa": ("avg_nlcd_pa_whole_city_label_cooccurrences.npy", "Pittsburgh, PA"),
+    "nc": ("avg_nlcd_nc_whole_city_label_cooccurrences.npy", "Durham, NC"),
+    "austin_tx": ("avg_nlcd_austin_tx_whole_city_no_ag_label_cooccurrences.npy",
+                  "Austin, TX (agricultural tiles excluded)"),
+    "az": ("avg_nlcd_az_whole_city_no_ag_label_cooccurrences.npy",
+           "Phoenix, AZ (agricultural tiles excluded)"),
+}
+ORIGIN = ("Rolf et al. 2022, 'Resolving label uncertainty with implicit posterior models', github "
+          "estherrolf/implicit-posterior qr_for_landcover/compute_priors/cooccurrence_matrices/enviroatlas "
+          "(commit fcb81f6c2d78618dc9dfb79516c963c04dcfc0c8)")
+
+
+def collapse_enviroatlas(
+    raw: np.ndarray, legend_name: str = "enviroatlas"
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """(11, 17) EnviroAtlas x NLCD matrix -> (kept NLCD codes, (5, n) matrix) for the legend.
+
+    Rows are summed into legend classes through ``legend.to_index`` (its remap); rows that map to
+    nodata (unclassified) are dropped, then NLCD 0 and all-zero columns.
+    """
+    legend = load_legend(legend_name)
+    if raw.shape != (len(ENVIROATLAS_ROWS), len(NLCD_COLUMNS)):
+        raise SystemExit(f"expected a {(len(ENVIROATLAS_ROWS), len(NLCD_COLUMNS))} matrix, got {raw.shape}")
+    index = legend.to_index(np.array(ENVIROATLAS_ROWS))
+    out = np.zeros((legend.num_classes, raw.shape[1]))
+    for row, k in enumerate(index):
+        if k >= 0:
+            out[k] += raw[row]
+    keep = [j for j, code in enumerate(NLCD_COLUMNS) if code != 0 and out[:, j].sum() > 0]
+    return tuple(NLCD_COLUMNS[j] for j in keep), out[:, keep]
+
+
+def enviroatlas_matrices(source: Path, out: Path) -> list[Path]:
+    """Write the four city matrices and their average; returns the files written."""
+    legend = load_legend("enviroatlas")
+    written = []
+    cities: dict[str, Cooccurrence] = {}
+    for city, (filename, place) in CITIES.items():
+        codes, matrix = collapse_enviroatlas(np.load(source / filename))
+        dropped = sorted(set(NLCD_COLUMNS) - set(codes))
+        co = Cooccurrence(
+            legend=legend.name,
+            source_codes=codes,
+            target_codes=legend.codes,
+            matrix=matrix,
+            description=(
+                f"P(EnviroAtlas 5-class | NLCD) for {place}, from {ORIGIN}, file {filename}. EnviroAtlas "
+                "rows summed into the enviroatlas legend through its remap (row 0 'unclassified' "
+                f"dropped); NLCD columns {dropped} dropped (nodata, or only unclassified pixels); columns "
+                "renormalised. Built by pipelines/derive_cooccurrence.py."
+            ),
+        )
+        cities[city] = co
+        path = out / f"enviroatlas-{city}.json"
+        co.save(path)
+        written.append(path)
+    union = sorted({c for co in cities.values() for c in co.source_codes})
+    columns, missing = [], {}
+    for code in union:
+        have = [
+            co.matrix[:, co.source_codes.index(code)] for co in cities.values() if code in co.source_codes
+        ]
+        columns.append(np.mean(have, axis=0))
+        lacking = [city for city, co in cities.items() if code not in co.source_codes]
+        if lacking:
+            missing[code] = lacking
+    note = "; ".join(f"NLCD {c} averaged without {', '.join(v)}" for c, v in missing.items())
+    average = Cooccurrence(
+        legend=legend.name,
+        source_codes=tuple(union),
+        target_codes=legend.codes,
+        matrix=np.stack(columns, axis=1),
+        description=(
+            "P(EnviroAtlas 5-class | NLCD), the unweighted mean of the four city matrices enviroatlas-pa "
+            "(Pittsburgh), -nc (Durham), -austin_tx (Austin) and -az (Phoenix), each derived from "
+            f"{ORIGIN} as described in its own file. Columns are the union of the cities' NLCD codes; each "
+            "column is the mean over the cities that have it" + (f" ({note})" if note else "")
+            + ". Built by pipelines/derive_cooccurrence.py."
+        ),
+    )
+    path = out / "enviroatlas.json"
+    average.save(path)
+    written.append(path)
+    return written
+
+
+def chesapeake_matrix(tiles: Path, out: Path, smoothing: float = 1.0) -> Path:
+    """Count the Chesapeake matrix over the sample tiles' truth and NLCD rasters."""
+    truth = sorted((tiles / "truth").glob("patch*.tif"))
+    if not truth:
+        raise SystemExit(f"no truth rasters under {tiles / 'truth'}; build them with sample_tiles/build.py")
+    weak = [tiles / "nlcd" / p.name for p in truth]
+    co = estimate_cooccurrence_from_files(
+        truth, weak, "chesapeake", smoothing=smoothing,
+        description=(
+            f"P(Chesapeake 4-class | NLCD 2011) counted over the {len(truth)} sample tiles "
+            "(sample_tiles/truth/patch*.tif vs sample_tiles/nlcd/patch*.tif: real Chesapeake Land Cover 1 m "
+            "truth of NAIP tile m_3708020_sw_17_1, West Virginia, 7-class codes remapped by the chesapeake "
+            "legend, against the 30 m NLCD reprojected onto the truth grid, nearest neighbour), "
+            f"pseudo-count {smoothing} per cell. "
+            "Only the NLCD classes seen in these tiles are covered; estimate a matrix for other areas with "
+            "`geo-ppp cooccurrence`. Built by pipelines/derive_cooccurrence.py."
+        ),
+    )
+    path = out / "chesapeake.json"
+    co.save(path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--source", type=Path, default=DEFAULT_SOURCE, help="folder of the EnviroAtlas .npy files"
+    )
+    parser.add_argument(
+        "--tiles", type=Path, default=DEFAULT_TILES, help="sample_tiles folder (truth/, nlcd/)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    parser.add_argument("--smoothing", type=float, default=1.0, help="pseudo-count of the Chesapeake matrix")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = enviroatlas_matrices(args.source, args.out)
+    written.append(chesapeake_matrix(args.tiles, args.out, args.smoothing))
+    for path in written:
+        co = load_cooccurrence(path)
+        co.check_legend(load_legend(co.legend))
+        print(f"wrote {path} ({len(co.target_codes)} classes x NLCD {list(co.source_codes)})")
+
+
+if __name__ == "__main__":
+    main()
