@@ -307,12 +307,12 @@ def generate(
 
 @main.command()
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("--weak-labels", type=click.Path(path_type=Path), required=True, help="NLCD-coded raster, any CRS.")
+@click.option("--weak-labels", type=click.Path(path_type=Path), required=True, help="NLCD raster, any CRS.")
 @click.option("--legend", default="chesapeake", show_default=True, help="Legend name or legend JSON file.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output GeoTIFF (uint8 legend codes).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output GeoTIFF (uint8 codes).")
 @click.option("--prior", default=None, help="Prior name or folder (default: the legend's shipped prior).")
 @click.option("--cooccurrence", default=None, help="Co-occurrence name or JSON (default: the legend's).")
-@click.option("--steps", type=int, default=None, help="Plug-and-play steps (default: the prior's tuned value).")
+@click.option("--steps", type=int, default=None, help="Plug-and-play steps (default: tuned).")
 @click.option("--bands", default=None, help="Image bands to use, 1-based, comma-separated (e.g. 1,2,3,4).")
 @seed_option
 @device_option
@@ -337,7 +337,8 @@ def segment(
     try:
         band_list = tuple(int(b) for b in bands.split(",")) if bands else None
     except ValueError:
-        raise click.BadParameter(f"{bands!r} is not a comma-separated list of band numbers", param_hint="--bands")
+        msg = f"{bands!r} is not a list of band numbers like 1,2,3,4"
+        raise click.BadParameter(msg, param_hint="--bands") from None
     result = run_segment(
         image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, steps=steps, seed=seed,
         bands=band_list, device=_device(device), overwrite=overwrite, command=_command_line(),

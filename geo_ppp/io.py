@@ -90,13 +90,13 @@ def read_image(
     with _open(path, "image") as ds:
         if ds.count < 3:
             raise InputError(
-                f"image {path} has {ds.count} band(s); geo_ppp needs at least R, G, B (NAIP has R, G, B, NIR). "
+                f"image {path} has {ds.count} band(s); geo_ppp needs at least R, G, B (NAIP: R, G, B, NIR). "
                 "Stack the bands into one file, e.g. with `gdalbuildvrt -separate`"
             )
         dtype = ds.dtypes[0]
         if dtype not in IMAGE_DTYPES:
             raise InputError(
-                f"image {path} has dtype {dtype}; expected one of {IMAGE_DTYPES} (NAIP is uint8). Convert it, "
+                f"image {path} has dtype {dtype}; expected one of {IMAGE_DTYPES} (NAIP: uint8). Convert it, "
                 "e.g. `gdal_translate -ot Byte -scale`"
             )
         if bands is None:

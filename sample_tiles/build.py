@@ -96,6 +96,7 @@ def _nlcd_30m(nlcd: np.ndarray, tf_1m) -> tuple[np.ndarray, object]:
 
 
 def main() -> None:
+    """Write the sample tiles."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     parser.add_argument("--out", type=Path, default=HERE)

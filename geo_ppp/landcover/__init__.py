@@ -1,0 +1,1 @@
+"""Land-cover inference: legends, weak labels, clustering, constraints, the prior, segmentation."""

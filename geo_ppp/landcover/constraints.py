@@ -48,6 +48,7 @@ class Relaxation(torch.nn.Module):
         self.scale = self.start * (self.end / self.start) ** min(max(progress, 0.0), 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Relax ``x``."""
         if self.kind == "softmax":
             return torch.softmax(x / self.scale, 1)
         z = math.sqrt(2.0) * self.scale
@@ -88,9 +89,11 @@ class LocalKL(Constraint):
         self.relaxation, self.radius = relaxation, radius
 
     def on_step(self, progress: float) -> None:
+        """Anneal the relaxation."""
         self.relaxation.on_step(progress)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One loss per sample."""
         _check(x, self.weak, "LocalKL", channels=True)
         s = box_mean(self.relaxation(x), self.radius).clamp_min(_EPS)
         kl = (self.weak * (self.weak.log() - s.log())).sum(1, keepdim=True)
@@ -124,9 +127,11 @@ class LocalMutualInformation(Constraint):
         self.relaxation, self.radius = relaxation, radius
 
     def on_step(self, progress: float) -> None:
+        """Anneal the relaxation."""
         self.relaxation.on_step(progress)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One loss per sample."""
         _check(x, self.clusters, "LocalMutualInformation")
         s = self.relaxation(x) * self.valid
         c = self.clusters * self.valid

@@ -105,7 +105,8 @@ def train_landcover_prior(
         legend: the target legend; the sources' codes are remapped through it.
         window_m: window side on the ground, metres.
         size: cells per window side (``window_m / size`` is the prior's resolution).
-        steps, batch_size: override the shipped training settings.
+        steps: override the shipped number of training steps.
+        batch_size: override the shipped batch size.
         seed: seeds window sampling, weights and training.
         workdir: checkpoints (default ``out/.train``).
         resume: continue from a checkpoint.
@@ -174,6 +175,7 @@ def check_prior_legend(prior: Prior, legend: Legend) -> None:
     if list(codes) != list(legend.codes) or (channels is not None and channels != legend.num_classes):
         raise ConfigError(
             f"prior {meta.get('name')!r} was trained for legend {meta.get('legend')!r} with classes {codes}, "
-            f"but the legend is {legend.name!r} with classes {list(legend.codes)}; pass the matching --legend "
+            f"but the legend is {legend.name!r} with classes {list(legend.codes)}; pass the matching --legend"
+            " "
             "or train a prior for this legend"
         )

@@ -143,7 +143,8 @@ def segment(
     window = int(prior_obj.meta.get("image_size", 64)) * factor
     if grid.height > window or grid.width > window:
         raise InputError(
-            f"image is {grid.width} x {grid.height} pixels, more than one {window} x {window} window; tiling of "
+            f"image is {grid.width} x {grid.height} pixels, more than one {window} x {window} window; "
+            "tiling of "
             "larger images is not available yet: crop it, e.g. `gdal_translate -srcwin 0 0 256 256 IN OUT`"
         )
     if not valid.any():

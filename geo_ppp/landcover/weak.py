@@ -113,7 +113,8 @@ def load_cooccurrence(name_or_path: str | os.PathLike[str] | Cooccurrence) -> Co
         path = Path(text)
         if not path.is_file():
             raise ConfigError(
-                f"unknown co-occurrence {text!r}: use one of {sorted(BUILTIN_COOCCURRENCE)} or a JSON file made "
+                f"unknown co-occurrence {text!r}: use one of {sorted(BUILTIN_COOCCURRENCE)} or a JSON file "
+                "made "
                 "by `geo-ppp cooccurrence`"
             )
         try:
@@ -199,7 +200,10 @@ def weak_distribution(
     Raises:
         ConfigError: source codes that the matrix does not know (names them and the fix).
     """
-    src = torch.as_tensor(source, device=device).long() if torch.is_tensor(source) else torch.as_tensor(np.asarray(source).astype(np.int64), device=device)
+    if torch.is_tensor(source):
+        src = source.to(device).long()
+    else:
+        src = torch.as_tensor(np.asarray(source).astype(np.int64), device=device)
     if src.dim() == 2:
         src = src[None]
     known = torch.tensor(cooccurrence.source_codes, device=device)
