@@ -73,7 +73,7 @@ class InferConfig:
     clusters: dict[str, object] = field(default_factory=dict)
     weak_sigma_m: float = 31.0
     kl_weight: float = 1.0
-    mi_weight: float = 1.0
+    mi_weight: float = 0.2
     kl_radius: int = 15
     mi_radius: int = 15
     relaxation: str = "softmax"
@@ -82,7 +82,7 @@ class InferConfig:
     init_scale: float = 1.0
     refine: bool = True
     refine_iterations: int = 8
-    refine_coarse_power: float = 0.5
+    refine_coarse_power: float = 1.0
     refine_weak_power: float = 0.0
     texture_radius: int = 3
 
