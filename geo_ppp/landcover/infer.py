@@ -249,7 +249,7 @@ def infer_windows(
     x0 = config.init_scale * (2 * weak_c - 1)
     if prior is None or pnp.prior_weight == 0:
         pnp = replace(pnp, prior_weight=0.0)
-        denoiser, schedule = _NullDenoiser(weak_c.shape[1]), _null_schedule(device)
+        denoiser, schedule = _NullDenoiser(weak_c.shape[1]), _null_schedule()
     else:
         denoiser, schedule = prior.denoiser, prior.schedule
     x = plug_and_play(
@@ -279,14 +279,8 @@ class _NullDenoiser(torch.nn.Module):
         raise RuntimeError("the constraints-only path must not call the denoiser")
 
 
-def _null_schedule(device: torch.device):  # noqa: ANN202
+def _null_schedule():  # noqa: ANN202
     from geo_ppp.core.schedules import NoiseSchedule
 
     return NoiseSchedule.create("linear", 1000)
 
-
-def seeds_for(base: int, keys: list[tuple[int, ...]]) -> list[int]:
-    """Per-window seeds from a base seed and window keys (for example tile positions)."""
-    from geo_ppp.core.random import derive_seed
-
-    return [derive_seed(base, *key) for key in keys]
