@@ -1,4 +1,4 @@
-"""The one module that opens raster files: reading imagery and weak labels, writing maps.
+"""Rasters: reading imagery and weak labels, writing maps.
 
 Every reader checks what the inference needs and raises :class:`~geo_ppp.errors.InputError` with
 the fix: a file that is not a raster, no CRS or geotransform, too few bands, an unexpected dtype,
