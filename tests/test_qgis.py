@@ -1,0 +1,249 @@
+"""The real client: QGIS opens a written class map, applies its style and draws it.
+
+PyQGIS lives in the system Python (``/usr/bin/python3``), not in the project's virtualenv, so the
+check runs a script there in a subprocess. The module fixture installs QGIS from the Debian
+registry when it is missing (``apt-get``, as root) and skips the tests when that is impossible.
+
+:func:`check_in_qgis` takes any map path, so it can also be pointed at pipeline outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geo_ppp.io import Grid, qml_path, read_class_raster, write_category_names, write_class_map, write_qml
+from geo_ppp.landcover.legends import Legend, load_legend
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+TILES = Path(__file__).resolve().parents[1] / "sample_tiles"
+INSTALL_TIMEOUT_S = 900
+RUN_TIMEOUT_S = 180
+MARKER = "GEO_PPP_QGIS_JSON:"
+
+QGIS_ENV = {"QT_QPA_PLATFORM": "offscreen"}
+
+# Runs under /usr/bin/python3 with PyQGIS: argv = tif, png. Prints one JSON line after MARKER.
+QGIS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from qgis.core import (QgsApplication, QgsMapRendererParallelJob, QgsMapSettings, QgsRasterLayer,
+                           Qgis)
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    tif, png = sys.argv[1], sys.argv[2]
+    app = QgsApplication([], False)
+    app.initQgis()
+
+    def classes(layer):
+        r = layer.renderer()
+        if r is None or r.type() != "paletted":
+            return []
+        return [{"value": c.value, "color": c.color.name(), "alpha": c.color.alpha(), "label": c.label}
+                for c in r.classes()]
+
+    out = {"qgis_version": Qgis.QGIS_VERSION}
+    # as GDAL alone describes it (colour table, category names), without the .qml
+    options = QgsRasterLayer.LayerOptions()
+    options.loadDefaultStyle = False
+    bare = QgsRasterLayer(tif, "bare", "gdal", options)
+    out["bare_renderer"] = bare.renderer().type() if bare.renderer() else None
+    out["bare_classes"] = classes(bare)
+
+    layer = QgsRasterLayer(tif, "map")
+    out["isValid"] = layer.isValid()
+    out["renderer_on_open"] = layer.renderer().type() if layer.renderer() else None
+    out["classes_on_open"] = classes(layer)
+    if layer.isValid() and out["renderer_on_open"] != "paletted":
+        message, ok = layer.loadDefaultStyle()
+        out["loadDefaultStyle"] = [message, ok]
+    out["crs"] = layer.crs().authid()
+    e = layer.extent()
+    out["extent"] = [e.xMinimum(), e.yMinimum(), e.xMaximum(), e.yMaximum()]
+    out["renderer"] = layer.renderer().type() if layer.renderer() else None
+    out["classes"] = classes(layer)
+
+    settings = QgsMapSettings()
+    settings.setLayers([layer])
+    settings.setDestinationCrs(layer.crs())
+    settings.setExtent(e)
+    settings.setBackgroundColor(QColor(255, 255, 255, 0))
+    settings.setOutputSize(QSize(layer.width(), layer.height()))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    out["render_errors"] = [f"{err.layerID}: {err.message}" for err in job.errors()]
+    out["png_saved"] = job.renderedImage().save(png, "PNG")
+    print("@MARKER@" + json.dumps(out), flush=True)
+    del bare, layer, job, settings  # QGIS 3.22 segfaults in exitQgis() while layers are alive
+    app.exitQgis()
+    """
+).replace("@MARKER@", MARKER)
+
+
+def _run(
+    cmd: list[str], timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+
+
+def _pyqgis_importable() -> tuple[bool, str]:
+    if not Path(SYSTEM_PYTHON).exists():
+        return False, f"{SYSTEM_PYTHON} does not exist"
+    try:
+        res = _run([SYSTEM_PYTHON, "-c", "import qgis.core"], 120, {**os.environ, **QGIS_ENV})
+    except subprocess.TimeoutExpired:
+        return False, "`import qgis.core` took over 120 s"
+    return res.returncode == 0, res.stderr.strip()[-500:]
+
+
+def _apt_install() -> str:
+    """Install QGIS with apt-get (an update first only if a plain install fails); returns a log line."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "qgis", "python3-qgis"]
+    start = time.monotonic()
+    deadline = start + INSTALL_TIMEOUT_S
+    res = _run(install, INSTALL_TIMEOUT_S, env)
+    if res.returncode != 0:
+        update = _run(["apt-get", "update"], max(deadline - time.monotonic(), 1), env)
+        if update.returncode != 0:
+            return f"apt-get update failed: {update.stderr.strip()[-500:]}"
+        res = _run(install, max(deadline - time.monotonic(), 1), env)
+    took = time.monotonic() - start
+    if res.returncode != 0:
+        return f"apt-get install failed after {took:.0f} s: {res.stderr.strip()[-500:]}"
+    return f"apt-get installed qgis python3-qgis in {took:.0f} s"
+
+
+@pytest.fixture(scope="module")
+def pyqgis() -> str:
+    """The Python that imports ``qgis.core``; installs QGIS if needed, skips if that is impossible."""
+    ok, why = _pyqgis_importable()
+    if ok:
+        return SYSTEM_PYTHON
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.skip(why)
+    if shutil.which("apt-get") is None:
+        pytest.skip(f"PyQGIS is missing ({why}) and there is no apt-get to install it")
+    if os.geteuid() != 0:
+        pytest.skip(f"PyQGIS is missing ({why}) and installing it with apt-get needs root")
+    try:
+        log = _apt_install()
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"installing QGIS with apt-get took over {INSTALL_TIMEOUT_S} s")
+    print(log)
+    ok, why = _pyqgis_importable()
+    if not ok:
+        pytest.skip(f"PyQGIS still cannot be imported ({log}): {why}")
+    return SYSTEM_PYTHON
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    text = color.lstrip("#")
+    return int(text[0:2], 16), int(text[2:4], 16), int(text[4:6], 16)
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """(H, W, 4) uint8 RGBA."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGBA"))
+    except ImportError:
+        import matplotlib.image as mpimg
+
+        img = mpimg.imread(path)
+        img = np.round(img * 255).astype(np.uint8) if img.dtype.kind == "f" else img
+        return img if img.shape[-1] == 4 else np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+
+
+def check_in_qgis(
+    tif_path: str | os.PathLike[str],
+    expected_crs: str,
+    expected_bounds: tuple[float, float, float, float],
+    legend: Legend,
+    python: str = SYSTEM_PYTHON,
+    work_dir: str | os.PathLike[str] | None = None,
+) -> dict:
+    """Open a class map in QGIS, check what it shows, render it; returns what QGIS reported.
+
+    Checks: the layer is valid, its CRS and extent are the expected ones, the renderer is paletted
+    with the legend's codes, colours and names, and the rendered PNG is non-empty, not one colour,
+    and drawn in the legend's colours. Nothing is written beside the map: the script, the PNG and
+    Qt's runtime folder go to ``work_dir`` (default: a new temporary folder, kept for inspection).
+    """
+    tif_path = Path(tif_path)
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="geo_ppp_qgis_"))
+    work.mkdir(parents=True, exist_ok=True)
+    runtime = work / "xdg-runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)  # Qt wants a private runtime folder
+    png = work / (tif_path.stem + ".qgis.png")
+    script = work / "qgis_check.py"
+    script.write_text(QGIS_SCRIPT)
+    env = {**os.environ, **QGIS_ENV, "XDG_RUNTIME_DIR": str(runtime)}
+    res = _run([python, str(script), str(tif_path), str(png)], RUN_TIMEOUT_S, env)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith(MARKER)]
+    assert lines, (
+        f"QGIS script printed no result (rc {res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    )
+    out = json.loads(lines[-1][len(MARKER) :])
+    out["returncode"] = res.returncode
+    out["png"] = str(png)
+
+    assert out["isValid"], out
+    assert out["crs"] == expected_crs, out
+    np.testing.assert_allclose(out["extent"], expected_bounds, rtol=1e-6)
+    assert out["renderer"] == "paletted", out
+    got = [(int(c["value"]), c["label"], _rgb(c["color"]), c["alpha"]) for c in out["classes"]]
+    want = [(c, n, rgb, 255) for c, n, rgb in zip(legend.codes, legend.names, legend.colors, strict=True)]
+    assert got == want, out["classes"]
+    assert not out["render_errors"], out["render_errors"]
+    assert out["png_saved"] and png.exists() and png.stat().st_size > 0, out
+
+    img = _read_png(png)
+    opaque = img[img[..., 3] == 255][:, :3]
+    colours = {tuple(int(v) for v in px) for px in np.unique(opaque, axis=0)} if opaque.size else set()
+    assert len(colours) > 1, f"the rendered map is a single colour: {colours}"
+    in_legend = (opaque[:, None, :] == np.array(legend.colors, np.uint8)[None]).all(-1).any(-1)
+    assert in_legend.mean() > 0.99, f"rendered colours {sorted(colours)} are not the legend's {legend.colors}"
+    assert res.returncode == 0, f"QGIS exited with {res.returncode}:\n{res.stderr[-3000:]}"
+    return out
+
+
+@pytest.fixture
+def chesapeake_map(tmp_path: Path) -> tuple[Path, Grid, Legend]:
+    """The sample truth tile as a chesapeake class map, with its .qml and category names."""
+    legend = load_legend("chesapeake")
+    truth, nodata, grid = read_class_raster(TILES / "truth" / "patch0.tif", "truth")
+    codes = legend.to_codes(legend.to_index(truth, nodata))
+    tif = write_class_map(tmp_path / "map.tif", codes, grid, legend, tags={"RUN": "qgis-test"})
+    write_qml(qml_path(tif), legend)
+    write_category_names(tif, legend)
+    return tif, grid, legend
+
+
+def test_qgis_opens_styles_and_renders_a_class_map(pyqgis, chesapeake_map, tmp_path):
+    tif, grid, legend = chesapeake_map
+    with rasterio.open(TILES / "truth" / "patch0.tif") as src:
+        crs = f"EPSG:{src.crs.to_epsg()}"
+        bounds = tuple(src.bounds)
+    assert crs == "EPSG:26917" and bounds == grid.bounds
+    out = check_in_qgis(tif, crs, bounds, legend, python=pyqgis, work_dir=tmp_path / "qgis")
+    # QGIS applied map.qml on open, without being asked
+    assert out["renderer_on_open"] == "paletted" and out["classes_on_open"] == out["classes"]
+    assert "loadDefaultStyle" not in out
+    # without the .qml QGIS still names the classes, from the category names in map.tif.aux.xml
+    bare = {int(c["value"]): c["label"] for c in out["bare_classes"]}
+    assert all(bare[c] == n for c, n in zip(legend.codes, legend.names, strict=True)), out["bare_classes"]
