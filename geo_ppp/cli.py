@@ -79,7 +79,8 @@ def _device(name: str) -> str:
 def main(verbose: int, quiet: bool) -> None:
     """geo_ppp: diffusion models as plug-and-play priors."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("geo_ppp").setLevel(level)
 
 
 @main.command("train-prior")
@@ -305,45 +306,154 @@ def generate(
     click.echo("wrote " + ", ".join(str(p) for p in paths))
 
 
+def _set_verbosity(verbose: int, quiet: bool) -> None:
+    """Per-command -v/-q (added to the group's): warnings only by default, -v per-tile info, -vv debug."""
+    parent = click.get_current_context().find_root().params
+    verbose += parent.get("verbose") or 0
+    quiet = quiet or bool(parent.get("quiet"))
+    level = logging.WARNING if quiet or not verbose else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.getLogger("geo_ppp").setLevel(level)
+
+
+def _tile_progress(total_hint: int, enabled: bool) -> Any:
+    """A tqdm bar driven by the pipeline's progress callback (tiles/s and ETA)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_hint, unit="tile", disable=not enabled, dynamic_ncols=True, leave=True)
+    counts = {"ran": 0, "skipped": 0, "resumed": 0}
+
+    def progress(done: int, total: int, tile: Any, status: str) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        counts[status] += 1
+        bar.set_postfix(counts, refresh=False)
+        bar.update(1)
+
+    progress.close = bar.close  # type: ignore[attr-defined]
+    return progress
+
+
 @main.command()
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option("--weak-labels", type=click.Path(path_type=Path), required=True, help="NLCD raster, any CRS.")
+@click.argument("image", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--weak-labels",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Weak labels: NLCD-coded raster(s), any CRS, or a vector file (--label-attribute). Repeatable.",
+)
+@click.option(
+    "--label-attribute", default=None, help="Class attribute of vector weak labels (integer codes)."
+)
 @click.option("--legend", default="chesapeake", show_default=True, help="Legend name or legend JSON file.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output GeoTIFF (uint8 codes).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Output map: a COG of uint8 codes."
+)
 @click.option("--prior", default=None, help="Prior name or folder (default: the legend's shipped prior).")
 @click.option("--cooccurrence", default=None, help="Co-occurrence name or JSON (default: the legend's).")
-@click.option("--steps", type=int, default=None, help="Plug-and-play steps (default: tuned).")
-@click.option("--bands", default=None, help="Image bands to use, 1-based, comma-separated (e.g. 1,2,3,4).")
+@click.option(
+    "--steps", type=int, default=None, help="Plug-and-play steps (default: the prior's tuned ones)."
+)
+@click.option("--tile-size", type=int, default=256, show_default=True, help="Tile size, working-grid pixels.")
+@click.option("--overlap", type=int, default=32, show_default=True, help="Tile overlap, pixels (blended).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per inference batch.")
+@click.option("--aoi", default=None, help="Area of interest: a vector file, or minx,miny,maxx,maxy[@CRS].")
+@click.option(
+    "--bands", default=None, help="Image bands to use, 1-based, in order R,G,B[,NIR] (e.g. 1,2,3,4)."
+)
+@click.option(
+    "--probabilities", type=click.Path(path_type=Path), default=None, help="Also write class probabilities."
+)
+@click.option(
+    "--vector", type=click.Path(path_type=Path), default=None, help="Also write class polygons (GeoPackage)."
+)
+@click.option("--quicklook", type=click.Path(path_type=Path), default=None, help="Also write a PNG overview.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep tile results here (default: OUT.work, removed after success).",
+)
+@click.option(
+    "--resume/--no-resume", default=True, show_default=True, help="Reuse finished tiles in the work dir."
+)
 @seed_option
 @device_option
 @overwrite_option
+@click.option("-v", "--verbose", count=True, help="Log which tiles ran or were skipped, and why.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar; only warnings and errors.")
 @_handle_errors
 def segment(
-    image: Path,
-    weak_labels: Path,
+    image: tuple[Path, ...],
+    weak_labels: tuple[Path, ...],
+    label_attribute: str | None,
     legend: str,
     out: Path,
     prior: str | None,
     cooccurrence: str | None,
     steps: int | None,
+    tile_size: int,
+    overlap: int,
+    batch_size: int,
+    aoi: str | None,
     bands: str | None,
+    probabilities: Path | None,
+    vector: Path | None,
+    quicklook: Path | None,
+    workdir: Path | None,
+    resume: bool,
     seed: int,
     device: str,
     overwrite: bool,
+    verbose: int,
+    quiet: bool,
 ) -> None:
-    """Infer a land-cover map of IMAGE from weak labels under the diffusion prior."""
-    from geo_ppp.landcover.segment import segment as run_segment
+    """Infer a land-cover map of IMAGE (one or more files) from weak labels under the diffusion prior."""
+    from geo_ppp.pipeline import segment as run_segment
 
+    _set_verbosity(verbose, quiet)
     try:
         band_list = tuple(int(b) for b in bands.split(",")) if bands else None
     except ValueError:
         msg = f"{bands!r} is not a list of band numbers like 1,2,3,4"
         raise click.BadParameter(msg, param_hint="--bands") from None
-    result = run_segment(
-        image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, steps=steps, seed=seed,
-        bands=band_list, device=_device(device), overwrite=overwrite, command=_command_line(),
+    progress = _tile_progress(0, not quiet)
+    try:
+        result = run_segment(
+            list(image),
+            list(weak_labels),
+            legend,
+            out,
+            prior=prior,
+            cooccurrence=cooccurrence,
+            steps=steps,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            seed=seed,
+            bands=band_list,
+            aoi=aoi,
+            label_attribute=label_attribute,
+            probabilities=probabilities,
+            vector=vector,
+            quicklook=quicklook,
+            workdir=workdir,
+            resume=resume,
+            overwrite=overwrite,
+            device=_device(device),
+            progress=progress,
+            command=_command_line(),
+        )
+    finally:
+        progress.close()
+    stats = result.stats
+    click.echo(
+        f"wrote {result.out} ({result.grid.width} x {result.grid.height}; {stats['ran']} tiles ran, "
+        f"{stats['skipped']} skipped, {stats['resumed']} resumed in {stats['seconds']['total']:.1f} s)"
     )
-    click.echo(f"wrote {result.out} ({result.grid.width} x {result.grid.height}) and {result.out}.json")
+    for kind, path in result.outputs.items():
+        if kind != "map":
+            click.echo(f"  {kind}: {path}")
 
 
 @main.command()

@@ -72,6 +72,7 @@ def test_segment_writes_codes_on_the_image_grid(tmp_path: Path, tiny_lc_prior: P
     assert cmap[2][:3] == load_legend("chesapeake").colors[1]
     sidecar = json.loads((tmp_path / "map.tif.json").read_text())
     assert sidecar["seed"] == 3 and sidecar["infer"]["pnp"]["steps"] == 3
+    assert not (tmp_path / "map.tif.work").exists()  # the default work dir goes once the map is out
     assert sidecar["legend"]["name"] == "chesapeake"
     # the map follows the image, not only the 30 m weak labels: far better than chance on real truth
     truth, nodata, _ = read_class_raster(TRUTH)
@@ -81,11 +82,11 @@ def test_segment_writes_codes_on_the_image_grid(tmp_path: Path, tiny_lc_prior: P
 
 
 def test_segment_is_deterministic_and_seed_sensitive(tmp_path: Path, tiny_lc_prior: Path) -> None:
-    from geo_ppp.landcover.segment import segment
+    from geo_ppp.landcover.segment import segment_window
 
-    a = segment(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=1)
-    b = segment(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=1)
-    c = segment(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=2)
+    a = segment_window(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=1)
+    b = segment_window(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=1)
+    c = segment_window(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=2)
     assert np.array_equal(a.codes, b.codes)
     assert np.allclose(a.probabilities, b.probabilities)
     assert not np.array_equal(a.probabilities, c.probabilities)  # the seed reaches the optimisation
@@ -127,7 +128,7 @@ def _naip() -> np.ndarray:
         ("nan", "NaN"),
         ("far_weak", "do not overlap"),
         ("unknown_codes", "not in the co-occurrence matrix"),
-        ("too_large", "more than one"),
+        ("bad_tile_size", "does not fit the prior"),
         ("other_legend_prior", "trained for legend"),
     ],
 )
@@ -151,13 +152,12 @@ def test_segment_bad_input(tmp_path: Path, tiny_lc_prior: Path, case: str, expec
         with rasterio.open(tmp_path / "weak.tif", "w", **profile) as dst:
             dst.write(codes)
         weak = tmp_path / "weak.tif"
-    elif case == "too_large":
-        image = _write(tmp_path / "img.tif", np.tile(_naip(), (1, 2, 2)))
     elif case == "other_legend_prior":
         prior = _tiny_landcover_prior(tmp_path / "ea", "enviroatlas")
     out = tmp_path / "out.tif"
+    extra = ["--tile-size", "250"] if case == "bad_tile_size" else []
     res = _segment([str(image), "--weak-labels", str(weak), "--legend", legend, "--out", str(out),
-                    "--prior", str(prior)])
+                    "--prior", str(prior), *extra])
     assert res.exit_code != 0
     assert expected in res.output, res.output
     assert not out.exists()

@@ -18,14 +18,26 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioIOError
+from rasterio.transform import Affine
+from rasterio.shutil import copy as rio_copy
 from rasterio.transform import array_bounds
 from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window
 
 from geo_ppp.core.atomic import atomic_path
 from geo_ppp.errors import InputError
 from geo_ppp.landcover.legends import Legend
 
-__all__ = ["Grid", "read_class_raster", "read_image", "read_labels_on_grid", "write_class_map"]
+__all__ = [
+    "Grid",
+    "RasterWriter",
+    "read_class_raster",
+    "read_decimated",
+    "read_image",
+    "read_labels_on_grid",
+    "read_warped_rows",
+    "write_class_map",
+]
 
 IMAGE_DTYPES = ("uint8", "uint16", "int16", "float32")
 
@@ -201,12 +213,7 @@ def write_class_map(
         "blockxsize": 256,
         "blockysize": 256,
     }
-    colormap = {i: (0, 0, 0, 0) for i in range(256)}
-    for code, rgb in zip(legend.codes, legend.colors, strict=True):
-        colormap[code] = (*rgb, 255)
-    categories = [""] * (max(legend.codes) + 1)
-    for code, name in zip(legend.codes, legend.names, strict=True):
-        categories[code] = name
+    colormap = _palette(legend)
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(codes, 1)
@@ -218,3 +225,145 @@ def write_class_map(
                 1, CLASS_NAMES=";".join(f"{c}={n}" for c, n in zip(legend.codes, legend.names, strict=True))
             )
     return path
+
+
+def _palette(legend: Legend) -> dict[int, tuple[int, int, int, int]]:
+    # only up to the largest code: QGIS lists every colour-table entry in its legend
+    colormap = {i: (0, 0, 0, 0) for i in range(max(*legend.codes, legend.nodata) + 1)}
+    for code, rgb in zip(legend.codes, legend.colors, strict=True):
+        colormap[code] = (*rgb, 255)
+    return colormap
+
+
+class RasterWriter:
+    """Write a raster strip by strip, then publish it as a Cloud Optimized GeoTIFF in one rename.
+
+    Rows go to a hidden, tiled scratch GeoTIFF beside the output; :meth:`commit` converts it to a
+    COG (DEFLATE, internal overviews) under a temporary name and renames that onto the output. If
+    the run fails before, the scratch file is removed and the output is untouched.
+
+    Args:
+        path: the output.
+        grid: its grid.
+        count, dtype: bands and data type.
+        nodata: nodata value (None: none).
+        legend: for a class map: colour table, palette interpretation and class names.
+        descriptions: band descriptions.
+        tags: dataset metadata.
+        overview_resampling: ``mode`` for class maps, ``average`` for probabilities.
+
+    Example:
+        >>> with RasterWriter("map.tif", grid, legend=lg) as w:  # doctest: +SKIP
+        ...     w.write(0, strip)
+        ...     w.commit()
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        grid: Grid,
+        *,
+        count: int = 1,
+        dtype: str = "uint8",
+        nodata: float | None = None,
+        legend: Legend | None = None,
+        descriptions: list[str] | None = None,
+        tags: dict[str, str] | None = None,
+        overview_resampling: str = "mode",
+    ) -> None:
+        self.path = Path(path)
+        self.grid = grid
+        self.legend = legend
+        self.overview_resampling = overview_resampling
+        self._atomic = atomic_path(self.path.with_name(f".{self.path.name}.scratch.tif"))
+        self._scratch = self._atomic.__enter__()
+        profile = {
+            "driver": "GTiff",
+            "width": grid.width,
+            "height": grid.height,
+            "count": count,
+            "dtype": dtype,
+            "crs": grid.crs,
+            "transform": grid.transform,
+            "nodata": legend.nodata if legend is not None and nodata is None else nodata,
+            "compress": "deflate",
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "BIGTIFF": "IF_SAFER",
+        }
+        self._ds = rasterio.open(self._scratch, "w", **profile)
+        if legend is not None:
+            self._ds.write_colormap(1, _palette(legend))
+            self._ds.colorinterp = [ColorInterp.palette]
+            self._ds.set_band_description(1, f"land cover ({legend.name})")
+            self._ds.update_tags(
+                1, CLASS_NAMES=";".join(f"{c}={n}" for c, n in zip(legend.codes, legend.names, strict=True))
+            )
+            self._ds.update_tags(LEGEND=legend.name)
+        for i, text in enumerate(descriptions or []):
+            self._ds.set_band_description(i + 1, text)
+        if tags:
+            self._ds.update_tags(**tags)
+        self._committed = False
+
+    def write(self, row: int, data: np.ndarray) -> None:
+        """Write rows ``row .. row + len`` ((H, W) for one band or (C, H, W))."""
+        arr = data if data.ndim == 3 else data[None]
+        window = Window(0, row, arr.shape[2], arr.shape[1])
+        self._ds.write(arr.astype(self._ds.dtypes[0], copy=False), window=window)
+
+    def commit(self) -> Path:
+        """Convert to a COG with overviews and rename it onto the output."""
+        self._ds.close()
+        with atomic_path(self.path) as tmp:
+            rio_copy(
+                self._scratch,
+                tmp,
+                driver="COG",
+                compress="DEFLATE",
+                overview_resampling=self.overview_resampling.upper(),
+                blocksize=512,
+                bigtiff="IF_SAFER",
+            )
+        self._committed = True
+        return self.path
+
+    def close(self) -> None:
+        """Drop the scratch file (the output stays as it is if :meth:`commit` was not reached)."""
+        if not self._ds.closed:
+            self._ds.close()
+        self._atomic.__exit__(RuntimeError, RuntimeError("discard"), None)
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_decimated(path: str | os.PathLike[str], max_size: int = 1024) -> tuple[np.ndarray, Grid]:
+    """Band 1 of a raster read at most ``max_size`` pixels across (nearest; uses overviews)."""
+    with _open(path, "raster") as ds:
+        f = max(1, -(-max(ds.width, ds.height) // max_size))
+        shape = (max(1, ds.height // f), max(1, ds.width // f))
+        data = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        transform = ds.transform @ Affine.scale(ds.width / shape[1], ds.height / shape[0])
+        return data, Grid(ds.crs, transform, shape[1], shape[0])
+
+
+def read_warped_rows(
+    path: str | os.PathLike[str], grid: Grid, y0: int, y1: int, resampling: str = "nearest"
+) -> np.ndarray:
+    """Rows ``[y0, y1)`` of ``grid`` warped from a raster (all bands): (C, y1 - y0, width)."""
+    from rasterio.vrt import WarpedVRT
+
+    with _open(path, "raster") as ds, WarpedVRT(
+        ds,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.width,
+        height=grid.height,
+        resampling=Resampling[resampling],
+    ) as vrt:
+        return vrt.read(window=Window(0, y0, grid.width, y1 - y0))

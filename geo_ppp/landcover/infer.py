@@ -18,6 +18,7 @@ The algorithm (Graikos et al. 2022, section 2 of docs/METHOD.md, then refined at
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -203,6 +204,7 @@ def infer_windows(
     weak_nodata: int | None = 0,
     factor: int | None = None,
     device: torch.device | str = "cpu",
+    timings: dict[str, float] | None = None,
 ) -> WindowResult:
     """Infer class probabilities for a batch of windows.
 
@@ -218,7 +220,10 @@ def infer_windows(
         weak_nodata: weak-label nodata code.
         factor: image pixels per prior cell (default: the prior's ``resolution_m / resolution_m``).
         device: where to run.
+        timings: if given, seconds spent in ``clustering`` (weak labels, pooling, local GMM),
+            ``pnp`` (the plug-and-play optimisation) and ``refine`` are added to it.
     """
+    clock = _Clock(timings, device)
     config = config or InferConfig()
     device = torch.device(device)
     if image.dim() != 4 or weak_codes.dim() != 3 or valid.dim() != 4:
@@ -237,6 +242,7 @@ def infer_windows(
     )
     img_c, weak_c, valid_c = coarse_inputs(image, weak, valid, factor)
     clusters = local_gmm(image_features(img_c), config.cluster_config(), valid_c)
+    clock.lap("clustering")
 
     relax = Relaxation(config.relaxation, config.relax_start, config.relax_end)
     terms = []
@@ -255,12 +261,32 @@ def infer_windows(
     x = plug_and_play(
         denoiser, schedule, constraint=constraint, config=pnp, seed=seeds, x_init=x0, device=device
     )
+    clock.lap("pnp")
     relax.on_step(1.0)
     coarse = relax(x) * valid_c + (1 - valid_c) * weak_c
     up = F.interpolate(coarse, scale_factor=factor, mode="bilinear", align_corners=False)
     up = up / up.sum(1, keepdim=True).clamp_min(1e-12)
     probs = refine_full_resolution(image, up, weak, valid, config) if config.refine else up
+    clock.lap("refine")
     return WindowResult(probabilities=probs, coarse=coarse, weak=weak)
+
+
+class _Clock:
+    """Adds wall seconds per stage to a dict (synchronising CUDA so the split is true)."""
+
+    def __init__(self, timings: dict[str, float] | None, device: torch.device | str) -> None:
+        self.timings = timings
+        self.cuda = torch.device(device).type == "cuda"
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.timings is None:
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 class _NullDenoiser(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Segment one image window from files: the Python API behind ``geo-ppp segment``.
+"""Segment one image window from files (the single-window path; regions go through ``geo_ppp.pipeline``).
 
 Reads the imagery and the weak labels (reprojected onto the image grid), runs
 :func:`~geo_ppp.landcover.infer.infer_windows` with the shipped (or a given) prior and
@@ -29,7 +29,7 @@ from geo_ppp.landcover.prior import check_prior_legend
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
 from geo_ppp.outputs import check_outputs, write_json
 
-__all__ = ["DEFAULT_PRIORS", "SegmentResult", "default_infer_config", "segment", "sidecar_path"]
+__all__ = ["DEFAULT_PRIORS", "SegmentResult", "default_infer_config", "segment_window", "sidecar_path"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _resolution(grid: Grid) -> float:
     return rx * grid.crs.linear_units_factor[1]
 
 
-def segment(
+def segment_window(
     image: str | os.PathLike[str],
     weak_labels: str | os.PathLike[str],
     legend: str | os.PathLike[str] | Legend = "chesapeake",
@@ -144,8 +144,7 @@ def segment(
     if grid.height > window or grid.width > window:
         raise InputError(
             f"image is {grid.width} x {grid.height} pixels, more than one {window} x {window} window; "
-            "tiling of "
-            "larger images is not available yet: crop it, e.g. `gdal_translate -srcwin 0 0 256 256 IN OUT`"
+            "segment larger images with the tiled pipeline (`geo_ppp.pipeline.segment`, `geo-ppp segment`)"
         )
     if not valid.any():
         raise InputError(f"image {image} holds no valid pixel (all nodata)")

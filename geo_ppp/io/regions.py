@@ -1,0 +1,562 @@
+"""Regions: imagery made of one or many files, read tile by tile on one working grid.
+
+:func:`open_region` checks every image file once (raster, CRS, geotransform, bands, dtype) and
+returns an :class:`ImageSpec`: small, frozen and picklable (paths, bands, grids, scaling), so a
+Dask task can carry it. :class:`ImageReader` opens the files lazily in the process that reads and
+returns (data, valid) for any window of the working grid; reads are windowed, so memory is bounded
+by the tile whatever the raster size.
+
+The output grid is the first file's CRS, resolution and pixel alignment, extended over the union
+of all files (or cropped to an AOI). The working grid covers the same bounds at the resolution the
+prior wants; when it equals the output grid (the usual case) files aligned to it are read directly,
+and anything else goes through a GDAL warped VRT.
+
+Validity: nodata values and internal masks mark invalid pixels. A band flagged *alpha* marks
+validity only when it is not one of the bands read as data: 4-band NAIP files often flag the
+near-infrared band as alpha, and its zeros (water) are data, not holes.
+
+:class:`WeakSpec`/:class:`WeakReader` do the same for weak labels: class-code rasters in any CRS
+and resolution (nearest reprojection per tile), or polygons with a class attribute (rasterised per
+tile).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.transform import Affine, rowcol
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window
+
+from geo_ppp.errors import InputError
+from geo_ppp.io.rasters import IMAGE_DTYPES, Grid, _open
+
+__all__ = [
+    "ImageReader",
+    "ImageSpec",
+    "WeakReader",
+    "WeakSpec",
+    "grid_for",
+    "open_region",
+    "open_weak_labels",
+    "window_grid",
+]
+
+#: relative difference of resolutions below which two grids count as the same resolution
+RES_TOLERANCE = 0.02
+
+
+def window_grid(grid: Grid, y: int, x: int, height: int, width: int) -> Grid:
+    """The grid of the window at pixel (y, x) of ``grid`` (it may reach past the grid's edge)."""
+    return Grid(grid.crs, grid.transform @ Affine.translation(x, y), width, height)
+
+
+def grid_for(
+    crs: Any, bounds: tuple[float, float, float, float], res: float, anchor: Affine | None = None
+) -> Grid:
+    """A north-up grid of square ``res`` pixels covering ``bounds``, snapped to ``anchor``'s pixels."""
+    left, bottom, right, top = bounds
+    if anchor is not None:
+        ox, oy = anchor.c, anchor.f
+        left = ox + math.floor((left - ox) / res + 1e-6) * res
+        top = oy - math.floor((oy - top) / res + 1e-6) * res
+    width = max(1, math.ceil((right - left) / res - 1e-6))
+    height = max(1, math.ceil((top - bottom) / res - 1e-6))
+    return Grid(crs, Affine(res, 0, left, 0, -res, top), width, height)
+
+
+def _pixel_size(grid: Grid, what: str) -> float:
+    a = grid.transform
+    if abs(a.b) > 1e-9 or abs(a.d) > 1e-9:
+        raise InputError(f"{what} has a rotated or sheared grid; warp it to a north-up grid (gdalwarp)")
+    rx, ry = abs(a.a), abs(a.e)
+    if abs(rx - ry) / max(rx, ry) > 0.01:
+        raise InputError(
+            f"{what} pixels are not square ({rx} x {ry}); warp it to square pixels (gdalwarp -tr)"
+        )
+    if grid.crs.is_geographic:
+        raise InputError(
+            f"{what} is in a geographic CRS (degrees); warp it to a projected CRS in metres, "
+            "e.g. `gdalwarp -t_srs EPSG:26917`"
+        )
+    return rx
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything needed to read a region's imagery anywhere (small and picklable).
+
+    Attributes:
+        paths: image files, first one wins where they overlap.
+        bands: 1-based bands read, in order.
+        grid: the output grid (first file's CRS, resolution and alignment).
+        work: the working grid inference runs on (same bounds, the prior's resolution).
+        resolution_m: pixel size of ``grid`` in metres; ``work_resolution_m`` that of ``work``.
+        scale: per-band (low, high) mapped to 0-255, for non-uint8 imagery (None for uint8).
+    """
+
+    paths: tuple[str, ...]
+    bands: tuple[int, ...]
+    grid: Grid
+    work: Grid
+    resolution_m: float
+    work_resolution_m: float
+    scale: tuple[tuple[float, float], ...] | None = None
+
+    @property
+    def resampled(self) -> bool:
+        """True when inference runs on another grid than the output's."""
+        return self.work != self.grid
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "paths": list(self.paths),
+            "bands": list(self.bands),
+            "grid": self.grid.to_dict(),
+            "work_grid": self.work.to_dict(),
+            "resolution_m": self.resolution_m,
+            "work_resolution_m": self.work_resolution_m,
+            "scale": [list(s) for s in self.scale] if self.scale else None,
+        }
+
+
+def open_region(
+    paths: str | os.PathLike[str] | list[str | os.PathLike[str]],
+    *,
+    bands: tuple[int, ...] | None = None,
+    work_resolution_m: float | None = None,
+    aoi_bounds: tuple[float, float, float, float] | None = None,
+) -> ImageSpec:
+    """Check imagery files and define the region's output and working grids.
+
+    Args:
+        paths: one or more GeoTIFF/VRT files (any CRS) forming one region.
+        bands: 1-based bands to read, in order (default: the first 4, or all when fewer).
+        work_resolution_m: resolution inference wants; ``None`` keeps the imagery's.
+        aoi_bounds: crop the region to these bounds (in the first file's CRS).
+
+    Raises:
+        InputError: a file that is not a raster, has no CRS/transform, fewer than 3 bands, an
+            unexpected dtype or bands out of range; files with different band counts; an AOI that
+            misses the imagery.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise InputError("no image given; pass at least one GeoTIFF or VRT")
+    first: Grid | None = None
+    union: list[float] | None = None
+    count = None
+    dtypes = set()
+    for path in paths:
+        with _open(path, "image") as ds:
+            if ds.count < 3:
+                raise InputError(
+                    f"image {path} has {ds.count} band(s); geo_ppp needs at least R, G, B (NAIP: R, G, B, "
+                    "NIR). Stack the bands into one file, e.g. with `gdalbuildvrt -separate`"
+                )
+            if ds.dtypes[0] not in IMAGE_DTYPES:
+                raise InputError(
+                    f"image {path} has dtype {ds.dtypes[0]}; expected one of {IMAGE_DTYPES} (NAIP: uint8). "
+                    "Convert it, e.g. `gdal_translate -ot Byte -scale`"
+                )
+            if count is not None and ds.count != count:
+                raise InputError(
+                    f"image {path} has {ds.count} bands but {paths[0]} has {count}; the files of one region "
+                    "must have the same bands"
+                )
+            count = ds.count
+            dtypes.add(ds.dtypes[0])
+            grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
+            _pixel_size(grid, f"image {path}")
+            if first is None:
+                first = grid
+                union = list(grid.bounds)
+            else:
+                b = transform_bounds(ds.crs, first.crs, *ds.bounds, densify_pts=21)
+                union = [min(union[0], b[0]), min(union[1], b[1]), max(union[2], b[2]), max(union[3], b[3])]
+    assert first is not None and union is not None and count is not None
+    if bands is None:
+        bands = tuple(range(1, min(count, 4) + 1))
+    bands = tuple(int(b) for b in bands)
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise InputError(f"bands {bad} out of range: the image has bands 1..{count}; fix --bands")
+    if len(bands) < 3:
+        raise InputError(f"--bands {list(bands)} selects {len(bands)} band(s); give at least R, G, B")
+    res = _pixel_size(first, "image")
+    bounds = tuple(union)
+    if aoi_bounds is not None:
+        a = aoi_bounds
+        bounds = (max(bounds[0], a[0]), max(bounds[1], a[1]), min(bounds[2], a[2]), min(bounds[3], a[3]))
+        if bounds[0] >= bounds[2] or bounds[1] >= bounds[3]:
+            raise InputError(
+                f"the AOI (bounds {tuple(round(v) for v in a)} in {first.crs}) does not overlap the image "
+                f"(bounds {tuple(round(v) for v in union)}); give an AOI inside the image"
+            )
+    if len(paths) == 1 and aoi_bounds is None:
+        grid = first
+    else:
+        grid = grid_for(first.crs, bounds, res, anchor=first.transform)
+    unit = first.crs.linear_units_factor[1]
+    work_res = res if work_resolution_m is None else work_resolution_m / unit
+    if abs(work_res - res) / res <= RES_TOLERANCE:
+        work, work_res = grid, res
+    else:
+        work = grid_for(first.crs, grid.bounds, work_res, anchor=grid.transform)
+    scale = None
+    if dtypes != {"uint8"}:
+        scale = _percentile_scale(paths, bands)
+    return ImageSpec(tuple(paths), bands, grid, work, res * unit, work_res * unit, scale)
+
+
+def _percentile_scale(paths: list[str], bands: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
+    """Per-band 2-98 % range over all files (from decimated reads), mapped to 0-255 later."""
+    samples: list[list[np.ndarray]] = [[] for _ in bands]
+    for path in paths:
+        with rasterio.open(path) as ds:
+            f = max(1, math.ceil(max(ds.width, ds.height) / 1024))
+            shape = (max(1, ds.height // f), max(1, ds.width // f))
+            data = ds.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+            valid = _validity(ds, bands, None, out_shape=shape)
+            for i in range(len(bands)):
+                samples[i].append(data[i][valid].astype(np.float64))
+    out = []
+    for s in samples:
+        v = np.concatenate(s) if s else np.zeros(1)
+        if v.size == 0:
+            v = np.zeros(1)
+        v = v[~np.isnan(v)]
+        lo, hi = np.percentile(v, [2, 98]) if v.size else (0.0, 1.0)
+        out.append((float(lo), float(max(hi, lo + 1e-6))))
+    return tuple(out)
+
+
+def _validity(
+    ds: rasterio.DatasetReader,
+    bands: tuple[int, ...],
+    window: Window | None,
+    out_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """(H, W) bool: valid pixels of ``window`` (see the module notes on alpha bands)."""
+    kw: dict[str, Any] = {"window": window}
+    if out_shape is not None:
+        kw["out_shape"] = out_shape
+    flags = ds.mask_flag_enums[bands[0] - 1]
+    if MaskFlags.alpha in flags:
+        alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+        if alpha and alpha[0] not in bands:
+            return ds.read(alpha[0], **kw) > 0
+        if ds.nodata is None:
+            shape = out_shape or ((window.height, window.width) if window else ds.shape)
+            return np.ones(shape, bool)
+        data = ds.read(list(bands), **kw)
+        return ~(data == ds.nodata).all(0)
+    if MaskFlags.all_valid in flags:
+        shape = out_shape or ((int(window.height), int(window.width)) if window else ds.shape)
+        return np.ones(shape, bool)
+    if MaskFlags.nodata in flags:
+        data = ds.read(list(bands), **kw)
+        return ~(data == ds.nodata).all(0)
+    return ds.read_masks(bands[0], **kw) > 0
+
+
+def _aligned(ds: rasterio.DatasetReader, work: Grid) -> tuple[int, int] | None:
+    """(row, col) offset of the file in ``work`` when its pixels coincide with the grid's, else None."""
+    if ds.crs != work.crs:
+        return None
+    a, b = ds.transform, work.transform
+    if abs(a.a - b.a) > 1e-9 * abs(b.a) or abs(a.e - b.e) > 1e-9 * abs(b.e) or a.b or a.d:
+        return None
+    col = (a.c - b.c) / b.a
+    row = (a.f - b.f) / b.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(row), round(col)
+
+
+class ImageReader:
+    """Reads windows of a region's working grid from its files (open lazily, in this process)."""
+
+    def __init__(self, spec: ImageSpec) -> None:
+        self.spec = spec
+        self._files: list[tuple[rasterio.DatasetReader, tuple[int, int] | None, Any]] | None = None
+
+    def _open(self) -> list[tuple[rasterio.DatasetReader, tuple[int, int] | None, Any]]:
+        if self._files is None:
+            files = []
+            work = self.spec.work
+            for path in self.spec.paths:
+                ds = rasterio.open(path)
+                offset = _aligned(ds, work)
+                vrt = None
+                if offset is None:
+                    has_alpha = any(c == ColorInterp.alpha for c in ds.colorinterp)
+                    down = abs(work.transform.a) > abs(ds.transform.a) * 1.5
+                    vrt = WarpedVRT(
+                        ds,
+                        crs=work.crs,
+                        transform=work.transform,
+                        width=work.width,
+                        height=work.height,
+                        resampling=Resampling.average if down else Resampling.bilinear,
+                        add_alpha=not has_alpha and ds.nodata is None,
+                    )
+                files.append((ds, offset, vrt))
+            self._files = files
+        return self._files
+
+    def close(self) -> None:
+        """Close the open files."""
+        for ds, _, vrt in self._files or []:
+            if vrt is not None:
+                vrt.close()
+            ds.close()
+        self._files = None
+
+    def __enter__(self) -> ImageReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, y: int, x: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window (y, x, height, width) of the working grid: float32 (C, H, W) in 0-255 and valid (H, W).
+
+        Pixels outside every file, or nodata in all, are invalid (data 0).
+        """
+        nb = len(self.spec.bands)
+        data = np.zeros((nb, height, width), np.float32)
+        valid = np.zeros((height, width), bool)
+        work = self.spec.work
+        for ds, offset, vrt in self._open():
+            if offset is not None:
+                r0, c0 = y - offset[0], x - offset[1]
+                src_h, src_w = ds.height, ds.width
+                source = ds
+            else:
+                r0, c0 = y, x
+                src_h, src_w = work.height, work.width
+                source = vrt
+            # the part of the window inside this source
+            rr0, cc0 = max(r0, 0), max(c0, 0)
+            rr1, cc1 = min(r0 + height, src_h), min(c0 + width, src_w)
+            if rr0 >= rr1 or cc0 >= cc1:
+                continue
+            win = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+            ys = slice(rr0 - r0, rr1 - r0)
+            xs = slice(cc0 - c0, cc1 - c0)
+            todo = ~valid[ys, xs]
+            if not todo.any():
+                continue
+            part = source.read(list(self.spec.bands), window=win).astype(np.float32)
+            if offset is not None:
+                ok = _validity(ds, self.spec.bands, win)
+            else:
+                ok = vrt.dataset_mask(window=win) > 0
+            if np.isnan(part).any():
+                raise InputError(
+                    f"image {ds.name} holds NaN values; set a nodata value for them (e.g. "
+                    "`gdal_translate -a_nodata 0`) or fill them"
+                )
+            take = todo & ok
+            sub = data[:, ys, xs]
+            sub[:, take] = part[:, take]
+            data[:, ys, xs] = sub
+            valid[ys, xs] |= take
+        if self.spec.scale is not None:
+            for c, (lo, hi) in enumerate(self.spec.scale):
+                data[c] = np.clip((data[c] - lo) / (hi - lo), 0, 1) * 255
+            data[:, ~valid] = 0
+        return data, valid
+
+
+# -- weak labels ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WeakSpec:
+    """Weak-label sources (small and picklable).
+
+    Attributes:
+        paths: class-code rasters (first wins where they overlap) or one vector file.
+        kind: ``raster`` or ``vector``.
+        attribute: the vector's class attribute.
+        nodata: the code meaning "no label".
+        codes: the codes present over the region (checked against the co-occurrence matrix).
+    """
+
+    paths: tuple[str, ...]
+    kind: str
+    nodata: int
+    attribute: str | None = None
+    codes: tuple[int, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        return {
+            "paths": list(self.paths),
+            "kind": self.kind,
+            "attribute": self.attribute,
+            "nodata": self.nodata,
+        }
+
+
+VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet")
+
+
+def open_weak_labels(
+    paths: str | os.PathLike[str] | list[str | os.PathLike[str]],
+    region: Grid,
+    *,
+    attribute: str | None = None,
+) -> WeakSpec:
+    """Check weak labels against a region: overlap, integer codes; list the codes present.
+
+    Args:
+        paths: class-code rasters (any CRS and resolution), or one vector file with ``attribute``.
+        region: the grid the labels must cover.
+        attribute: class attribute of a vector file.
+
+    Raises:
+        InputError: unreadable, no CRS/transform, not integer codes, no overlap with the region,
+            a vector without the attribute.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise InputError("no weak labels given; pass --weak-labels")
+    if any(Path(p).suffix.lower() in VECTOR_SUFFIXES for p in paths):
+        return _open_weak_vector(paths, region, attribute)
+    if attribute is not None:
+        raise InputError(f"--label-attribute {attribute!r} applies to vector weak labels, not rasters")
+    codes: set[int] = set()
+    nodata_code = None
+    overlapping = 0
+    for path in paths:
+        with _open(path, "weak labels") as ds:
+            if np.dtype(ds.dtypes[0]).kind not in "iu":
+                raise InputError(f"weak labels {path} must hold integer class codes, not {ds.dtypes[0]}")
+            nodata = int(ds.nodata) if ds.nodata is not None else 0
+            if nodata_code is None:
+                nodata_code = nodata
+            elif nodata != nodata_code:
+                raise InputError(
+                    f"weak labels {path} have nodata {nodata} but {paths[0]} has {nodata_code}; "
+                    "give files with one nodata code"
+                )
+            left, bottom, right, top = transform_bounds(region.crs, ds.crs, *region.bounds, densify_pts=21)
+            b = ds.bounds
+            if left >= b.right or right <= b.left or bottom >= b.top or top <= b.bottom:
+                continue
+            overlapping += 1
+            win = ds.window(max(left, b.left), max(bottom, b.bottom), min(right, b.right), min(top, b.top))
+            win = win.round_offsets().round_lengths()
+            f = max(1, math.ceil(max(win.width, win.height) / 4096))
+            shape = (max(1, int(win.height) // f), max(1, int(win.width) // f))
+            data = ds.read(1, window=win, out_shape=shape, resampling=Resampling.nearest)
+            codes.update(int(c) for c in np.unique(data))
+    if not overlapping:
+        raise InputError(
+            f"weak labels {', '.join(paths)} do not overlap the image (bounds "
+            f"{tuple(round(v) for v in region.bounds)} in {region.crs}); give weak labels that cover it"
+        )
+    assert nodata_code is not None
+    codes.discard(nodata_code)
+    if not codes:
+        raise InputError(
+            f"weak labels {', '.join(paths)} hold only nodata over the image; give labels that cover it"
+        )
+    return WeakSpec(tuple(paths), "raster", nodata_code, None, tuple(sorted(codes)))
+
+
+def _open_weak_vector(paths: list[str], region: Grid, attribute: str | None) -> WeakSpec:
+    from geo_ppp.io.vectors import read_vector_labels
+
+    if len(paths) != 1:
+        raise InputError("give one vector file of weak labels (merge several with ogrmerge.py)")
+    if attribute is None:
+        raise InputError(
+            f"vector weak labels {paths[0]} need the name of their class attribute: "
+            "pass --label-attribute NAME"
+        )
+    gdf = read_vector_labels(paths[0], attribute)
+    gdf = gdf.to_crs(region.crs)
+    left, bottom, right, top = region.bounds
+    inside = gdf.cx[left:right, bottom:top]
+    if inside.empty:
+        raise InputError(
+            f"weak labels {paths[0]} do not overlap the image "
+            f"(bounds {tuple(round(v) for v in region.bounds)} in "
+            f"{region.crs}); give weak labels that cover it"
+        )
+    codes = tuple(sorted({int(c) for c in inside[attribute]} - {0}))
+    return WeakSpec(tuple(paths), "vector", 0, attribute, codes)
+
+
+class WeakReader:
+    """Reads weak-label codes on any window grid (opens files lazily, in this process)."""
+
+    def __init__(self, spec: WeakSpec) -> None:
+        self.spec = spec
+        self._handles: list[rasterio.DatasetReader] | None = None
+        self._gdf: Any = None
+        self._gdf_crs: Any = None
+
+    def close(self) -> None:
+        """Close the open files."""
+        for ds in self._handles or []:
+            ds.close()
+        self._handles = None
+        self._gdf = None
+
+    def __enter__(self) -> WeakReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, grid: Grid) -> np.ndarray:
+        """(H, W) int64 weak codes on ``grid`` (nodata where there is no label)."""
+        if self.spec.kind == "vector":
+            from geo_ppp.io.vectors import rasterize_labels, read_vector_labels
+
+            if self._gdf is None or self._gdf_crs != grid.crs:
+                self._gdf = read_vector_labels(self.spec.paths[0], self.spec.attribute).to_crs(grid.crs)
+                self._gdf_crs = grid.crs
+            return rasterize_labels(self._gdf, self.spec.attribute, grid, nodata=self.spec.nodata)
+        if self._handles is None:
+            self._handles = [rasterio.open(p) for p in self.spec.paths]
+        nodata = self.spec.nodata
+        out = np.full((grid.height, grid.width), nodata, np.int64)
+        for ds in self._handles:
+            part = np.full((grid.height, grid.width), nodata, np.int64)
+            reproject(
+                source=rasterio.band(ds, 1),
+                destination=part,
+                src_nodata=nodata,
+                dst_nodata=nodata,
+                dst_transform=grid.transform,
+                dst_crs=grid.crs,
+                resampling=Resampling.nearest,
+            )
+            fill = out == nodata
+            out[fill] = part[fill]
+        return out
+
+
+def pixel_of(grid: Grid, x: float, y: float) -> tuple[int, int]:
+    """(row, col) of a point in ``grid``."""
+    r, c = rowcol(grid.transform, x, y)
+    return int(r), int(c)

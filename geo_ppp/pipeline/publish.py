@@ -1,0 +1,153 @@
+"""Mosaic a region's tiles into its outputs: the map COG, its style, and the optional products.
+
+Rows are blended strip by strip (:func:`~geo_ppp.pipeline.mosaic.blend_strip`) and streamed into
+:class:`~geo_ppp.io.rasters.RasterWriter`, so memory stays bounded by a strip. When inference ran
+on a resampled working grid, the working-grid map is mosaicked into the work dir first and then
+warped onto the imagery's grid (nearest for codes, bilinear for probabilities).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geo_ppp.io.rasters import Grid, RasterWriter, read_decimated, read_warped_rows
+from geo_ppp.outputs import write_json
+from geo_ppp.pipeline.mosaic import blend_strip, iter_strips
+from geo_ppp.pipeline.store import TileStore
+
+if TYPE_CHECKING:
+    from geo_ppp.pipeline.run import RegionJob
+
+__all__ = ["STRIP", "publish"]
+
+log = logging.getLogger(__name__)
+
+#: rows blended at a time (a multiple of the COG block size)
+STRIP = 512
+
+
+def _writers(job: RegionJob, grid: Grid, map_path: Path, prob_path: Path | None) -> tuple[RasterWriter, Any]:
+    legend = job.legend
+    tags = {"GEO_PPP_SEED": str(job.seed), "GEO_PPP_PRIOR": job.prior}
+    writer = RasterWriter(map_path, grid, legend=legend, tags=tags)
+    probs = None
+    if prob_path is not None:
+        probs = RasterWriter(
+            prob_path,
+            grid,
+            count=legend.num_classes,
+            descriptions=[f"P({n}) x 255" for n in legend.names],
+            tags={**tags, "SCALE": "probability x 255"},
+            overview_resampling="average",
+        )
+    return writer, probs
+
+
+def _mosaic(job: RegionJob, map_path: Path, prob_path: Path | None) -> None:
+    """Blend the tiles on the working grid into a map COG (and a probability COG)."""
+    store = TileStore.open_existing(job.workdir)
+    legend = job.legend
+    work = job.image.work
+    writer, probs_writer = _writers(job, work, map_path, prob_path)
+    try:
+        for y0, y1 in iter_strips(work.height, STRIP):
+            probs, valid = blend_strip(job.tiles, y0, y1, store.load, legend.num_classes)
+            index = probs.argmax(0)
+            index[~valid] = -1
+            writer.write(y0, legend.to_codes(index))
+            if probs_writer is not None:
+                probs_writer.write(y0, np.round(probs * 255).astype(np.uint8))
+        writer.commit()
+        if probs_writer is not None:
+            probs_writer.commit()
+    finally:
+        writer.close()
+        if probs_writer is not None:
+            probs_writer.close()
+
+
+def _warp_onto(
+    job: RegionJob, work_map: Path, work_probs: Path | None, map_path: Path, prob_path: Path | None
+) -> None:
+    grid = job.image.grid
+    writer, probs_writer = _writers(job, grid, map_path, prob_path)
+    try:
+        for y0, y1 in iter_strips(grid.height, STRIP):
+            writer.write(y0, read_warped_rows(work_map, grid, y0, y1, "nearest")[0])
+            if probs_writer is not None and work_probs is not None:
+                probs_writer.write(y0, read_warped_rows(work_probs, grid, y0, y1, "bilinear"))
+        writer.commit()
+        if probs_writer is not None:
+            probs_writer.commit()
+    finally:
+        writer.close()
+        if probs_writer is not None:
+            probs_writer.close()
+
+
+def publish(
+    job: RegionJob, paths: dict[str, Path], resolved: dict[str, Any], timings: dict[str, float]
+) -> None:
+    """Write every output of a finished region (each file atomically; the config last)."""
+    from geo_ppp.io.styles import write_category_names, write_qml
+
+    t0 = time.perf_counter()
+    prob_path = paths.get("probabilities")
+    if job.image.resampled:
+        folder = Path(job.workdir)
+        work_map, work_probs = (
+            folder / "work-map.tif",
+            (folder / "work-probabilities.tif" if prob_path else None),
+        )
+        _mosaic(job, work_map, work_probs)
+        _warp_onto(job, work_map, work_probs, paths["map"], prob_path)
+    else:
+        _mosaic(job, paths["map"], prob_path)
+    write_qml(paths["qml"], job.legend)
+    write_category_names(paths["map"], job.legend)
+    timings["mosaic"] = time.perf_counter() - t0
+    if "vector" in paths:
+        from geo_ppp.io.vectors import write_polygons
+
+        t0 = time.perf_counter()
+        write_polygons(paths["vector"], paths["map"], job.legend)
+        timings["vector"] = time.perf_counter() - t0
+    if "quicklook" in paths:
+        t0 = time.perf_counter()
+        _quicklook(job, paths["map"], paths["quicklook"])
+        timings["quicklook"] = time.perf_counter() - t0
+    write_json(paths["config"], resolved)
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values() if p.exists()))
+
+
+def _quicklook(job: RegionJob, map_path: Path, out: Path, max_size: int = 1024) -> None:
+    from dataclasses import replace
+
+    from geo_ppp.io.quicklook import colorize, write_quicklook
+    from geo_ppp.io.regions import ImageReader, WeakReader
+    from geo_ppp.landcover.legends import load_legend
+
+    codes, coarse = read_decimated(map_path, max_size)
+    spec = replace(job.image, work=coarse)
+    with ImageReader(spec) as reader:
+        data, valid = reader.read(0, 0, coarse.height, coarse.width)
+    rgb = np.clip(data[:3].transpose(1, 2, 0), 0, 255).astype(np.uint8)
+    rgb[~valid] = 255
+    with WeakReader(job.weak) as weak_reader:
+        weak = weak_reader.read(coarse)
+    nlcd = load_legend("nlcd")
+    weak_rgb = colorize(np.where(np.isin(weak, nlcd.codes), weak, nlcd.nodata).astype(np.uint8), nlcd)
+    write_quicklook(
+        out,
+        rgb,
+        weak_rgb,
+        codes,
+        job.legend,
+        title=f"{Path(map_path).name} ({job.legend.name})",
+        weak_title="weak labels (NLCD)",
+    )

@@ -1,0 +1,614 @@
+"""Segment whole regions: tile, infer in batches, keep tiles in a work dir, mosaic, publish.
+
+:func:`segment` is the Python API behind ``geo-ppp segment``. It checks every input and output
+before any work, then:
+
+1. defines the region (one or many image files, cropped to the AOI) and the working grid at the
+   prior's resolution, and covers it with overlapping tiles (:class:`~geo_ppp.pipeline.tiling.TileGrid`);
+2. runs the tiles in fixed batches (the same batches whatever was done before, so a resumed run
+   gives bit-identical tiles), each with a seed derived from its position, skipping tiles without
+   a valid pixel, and keeps each tile's probabilities in the work dir;
+3. blends the tiles strip by strip with feathered weights into a Cloud Optimized GeoTIFF of uint8
+   legend codes (colour table, class names, ``.qml`` style, GDAL category names), optionally a
+   probability COG, polygons and a quicklook, plus the resolved configuration as JSON.
+
+The tile work (:func:`run_batch`) takes only small picklable values (:class:`RegionJob`, tiles),
+so the Dask scheduler can run it anywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geo_ppp.core.weights import Prior, load_prior
+from geo_ppp.errors import InputError
+from geo_ppp.io.regions import (
+    ImageReader,
+    ImageSpec,
+    WeakReader,
+    WeakSpec,
+    open_region,
+    open_weak_labels,
+    window_grid,
+)
+from geo_ppp.landcover.infer import InferConfig, infer_windows
+from geo_ppp.landcover.legends import Legend, load_legend
+from geo_ppp.landcover.prior import check_prior_legend
+from geo_ppp.landcover.segment import DEFAULT_PRIORS, default_infer_config
+from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
+from geo_ppp.outputs import check_outputs
+from geo_ppp.pipeline.store import TileStore
+from geo_ppp.pipeline.tiling import Tile, TileGrid, tile_seed
+
+__all__ = [
+    "DEFAULT_PRIORS",
+    "Progress",
+    "RegionJob",
+    "RegionResult",
+    "TileInferrer",
+    "plan",
+    "run_batch",
+    "segment",
+]
+
+log = logging.getLogger(__name__)
+
+#: image pixels per prior cell the shipped land-cover priors were tuned with (4 m cells, 1 m pixels)
+PIXELS_PER_CELL = 4
+#: a resampling factor beyond this (either way) gets a warning
+LARGE_FACTOR = 2.0
+
+#: ``progress(done, total, tile, status)``, status one of ran / skipped / resumed
+Progress = Callable[[int, int, Tile, str], None]
+
+
+@dataclass(frozen=True)
+class RegionJob:
+    """Everything a worker needs to run tiles of one region: small, frozen, picklable.
+
+    Attributes:
+        image, weak: the imagery and weak-label sources.
+        legend: the target legend.
+        prior: prior name or folder (loaded once per process).
+        cooccurrence: matrix name or JSON path.
+        config: inference settings.
+        tiles: the tile grid over ``image.work``.
+        seed: the run's seed (each tile gets :func:`tile_seed` of it and its position).
+        batch_size: tiles per batch.
+        workdir: where tile results go.
+        device: ``cpu`` or ``cuda``.
+        aoi_wkt: the AOI polygon in the image CRS (WKT), or None.
+    """
+
+    image: ImageSpec
+    weak: WeakSpec
+    legend: Legend
+    prior: str
+    cooccurrence: str
+    config: InferConfig
+    tiles: TileGrid
+    seed: int
+    batch_size: int
+    workdir: str
+    device: str = "cpu"
+    aoi_wkt: str | None = None
+
+    def batches(self) -> list[list[Tile]]:
+        """The fixed batches: row-major tiles in groups of ``batch_size``."""
+        tiles = self.tiles.tiles
+        return [tiles[i : i + self.batch_size] for i in range(0, len(tiles), self.batch_size)]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines tile results (the work dir refuses tiles of another fingerprint)."""
+        return {
+            "image": self.image.to_dict(),
+            "weak": self.weak.to_dict(),
+            "legend": self.legend.to_dict(),
+            "prior": self.prior,
+            "cooccurrence": self.cooccurrence,
+            "infer": self.config.to_dict(),
+            "tiles": self.tiles.to_dict(),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "aoi": self.aoi_wkt,
+        }
+
+
+@dataclass
+class RegionResult:
+    """What :func:`segment` returns.
+
+    Attributes:
+        out: the written map.
+        outputs: every written file by kind (map, config, qml, probabilities, vector, quicklook).
+        grid: the output grid.
+        config: the resolved configuration (as saved beside the map).
+        stats: tile counts (total, ran, skipped, resumed) and seconds per stage.
+    """
+
+    out: Path
+    outputs: dict[str, Path]
+    grid: Any
+    config: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# -- the per-process inference ------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_prior(name: str, device: str) -> Prior:
+    return load_prior(name).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_cooccurrence(name: str) -> Cooccurrence:
+    return load_cooccurrence(name)
+
+
+class TileInferrer:
+    """Turns a batch of tiles into class probabilities with the land-cover method.
+
+    The prior is loaded once per process and kept (a Dask worker loads it on its first task).
+    """
+
+    def __init__(self, job: RegionJob) -> None:
+        self.job = job
+        self.prior = _cached_prior(job.prior, job.device)
+        self.cooc = _cached_cooccurrence(job.cooccurrence)
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        valid: np.ndarray,
+        weak: np.ndarray,
+        seeds: list[int],
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """(B, C, T, T) image, (B, T, T) valid, (B, T, T) weak codes -> (B, K, T, T) float32."""
+        job = self.job
+        dev = torch.device(job.device)
+        t0 = time.perf_counter()
+        result = infer_windows(
+            torch.from_numpy(image),
+            torch.from_numpy(weak),
+            torch.from_numpy(valid)[:, None].float(),
+            self.cooc,
+            self.prior,
+            job.config,
+            seeds=seeds,
+            resolution_m=job.image.work_resolution_m,
+            weak_nodata=job.weak.nodata,
+            factor=_factor(self.prior, job.image.work_resolution_m),
+            device=dev,
+            timings=timings,
+        )
+        probs = result.probabilities.float().cpu().numpy()
+        timings["infer_total"] = timings.get("infer_total", 0.0) + time.perf_counter() - t0
+        return probs
+
+
+def _factor(prior: Prior, work_resolution_m: float) -> int:
+    return max(1, round(float(prior.meta.get("resolution_m", 4.0)) / work_resolution_m))
+
+
+def _aoi_mask(job: RegionJob, tile: Tile) -> np.ndarray | None:
+    if job.aoi_wkt is None:
+        return None
+    from shapely import wkt
+
+    from geo_ppp.io.vectors import aoi_mask
+
+    grid = window_grid(job.image.work, tile.y, tile.x, job.tiles.size, job.tiles.size)
+    return aoi_mask(_cached_wkt(job.aoi_wkt, wkt.loads), grid)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_wkt(text: str, loads: Callable[[str], Any]) -> Any:
+    return loads(text)
+
+
+def run_batch(
+    job: RegionJob,
+    batch: Sequence[Tile],
+    *,
+    infer: Callable[..., np.ndarray] | None = None,
+    readers: tuple[ImageReader, WeakReader] | None = None,
+    timings: dict[str, float] | None = None,
+) -> dict[str, str]:
+    """Run one batch of tiles and store their results in the job's work dir.
+
+    Tiles already in the work dir are not recomputed; if some tiles of the batch are missing,
+    the whole batch is run again (so each tile sees the same batch as in an uninterrupted run) and
+    only the missing ones are stored.
+
+    Args:
+        job: the region job.
+        batch: tiles of one batch of :meth:`RegionJob.batches`.
+        infer: replaces the land-cover inference (same signature as :class:`TileInferrer`).
+        readers: open readers to reuse (default: opened and closed here).
+        timings: seconds per stage are added to it.
+
+    Returns:
+        tile key -> ``ran``, ``skipped`` or ``resumed``.
+    """
+    timings = {} if timings is None else timings
+    store = TileStore.open_existing(job.workdir)
+    status = {t.key: store.status(t) for t in batch}
+    todo = [t for t in batch if status[t.key] is None]
+    if not todo:
+        return {t.key: "resumed" for t in batch}
+    own = readers is None
+    image_reader, weak_reader = readers or (ImageReader(job.image), WeakReader(job.weak))
+    try:
+        size = job.tiles.size
+        t0 = time.perf_counter()
+        images, valids, weaks, tiles = [], [], [], []
+        report: dict[str, str] = {}
+        for tile in batch:
+            data, valid = image_reader.read(tile.y, tile.x, size, size)
+            mask = _aoi_mask(job, tile)
+            if mask is not None:
+                valid &= mask
+            if not valid.any():
+                if status[tile.key] is None:
+                    store.mark_skipped(tile)
+                report[tile.key] = "skipped" if status[tile.key] is None else "resumed"
+                continue
+            weak = weak_reader.read(window_grid(job.image.work, tile.y, tile.x, size, size))
+            images.append(data)
+            valids.append(valid)
+            weaks.append(weak)
+            tiles.append(tile)
+        timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
+        if tiles:
+            infer = infer or TileInferrer(job)
+            seeds = [tile_seed(job.seed, t.y, t.x) for t in tiles]
+            probs = infer(np.stack(images), np.stack(valids), np.stack(weaks), seeds, timings)
+            t0 = time.perf_counter()
+            for tile, p, v in zip(tiles, probs, valids, strict=True):
+                if status[tile.key] is None:
+                    store.save(tile, p * v)
+                    report[tile.key] = "ran"
+                else:
+                    report[tile.key] = "resumed"
+            timings["write_tiles"] = timings.get("write_tiles", 0.0) + time.perf_counter() - t0
+        return report
+    finally:
+        if own:
+            image_reader.close()
+            weak_reader.close()
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+
+def _resolve_prior(legend: Legend, prior: str | os.PathLike[str] | None) -> str:
+    if prior is not None:
+        return str(prior)
+    if legend.name not in DEFAULT_PRIORS:
+        raise InputError(
+            f"no shipped prior for legend {legend.name!r}; train one with "
+            "`geo-ppp train-prior --dataset landcover` "
+            "and pass --prior"
+        )
+    return DEFAULT_PRIORS[legend.name]
+
+
+def _check_tile_size(prior: Prior, tile_size: int, factor: int) -> None:
+    cell = factor * int(getattr(prior.denoiser, "size_multiple", 1))
+    if tile_size < cell or tile_size % cell:
+        good = max(cell, round(tile_size / cell) * cell)
+        raise InputError(
+            f"tile size {tile_size} does not fit the prior: it must be a multiple of {cell} pixels "
+            f"({factor} pixels "
+            f"per {prior.meta.get('resolution_m', '?')} m cell x the U-Net's multiple of "
+            f"{getattr(prior.denoiser, 'size_multiple', 1)}); use e.g. --tile-size {good}"
+        )
+
+
+def plan(
+    image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    weak_labels: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    legend: str | os.PathLike[str] | Legend = "chesapeake",
+    *,
+    workdir: str | os.PathLike[str],
+    prior: str | os.PathLike[str] | None = None,
+    cooccurrence: str | os.PathLike[str] | None = None,
+    config: InferConfig | None = None,
+    steps: int | None = None,
+    tile_size: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    seed: int = 0,
+    bands: Sequence[int] | None = None,
+    aoi: str | None = None,
+    label_attribute: str | None = None,
+    device: str = "cpu",
+) -> RegionJob:
+    """Check every input and build the :class:`RegionJob` of a region (no tile is run).
+
+    See :func:`segment` for the arguments.
+    """
+    legend = load_legend(legend)
+    prior_name = _resolve_prior(legend, prior)
+    prior_obj = _cached_prior(prior_name, "cpu")
+    check_prior_legend(prior_obj, legend)
+    cooc_name = str(cooccurrence) if cooccurrence is not None else legend.name
+    cooc = _cached_cooccurrence(cooc_name)
+    cooc.check_legend(legend)
+    config = config or default_infer_config(prior_obj)
+    if steps is not None:
+        config = config.with_pnp(steps=steps)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
+    prior_res = float(prior_obj.meta.get("resolution_m", 4.0))
+    work_res = prior_res / PIXELS_PER_CELL
+
+    images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
+    aoi_geom = None
+    aoi_bounds = None
+    if aoi is not None:
+        from geo_ppp.io.vectors import read_aoi
+
+        crs = open_region(images[:1]).grid.crs
+        aoi_geom = read_aoi(aoi, crs)
+        aoi_bounds = tuple(aoi_geom.bounds)
+    spec = open_region(
+        images, bands=tuple(bands) if bands else None, work_resolution_m=work_res, aoi_bounds=aoi_bounds
+    )
+    ratio = spec.resolution_m / spec.work_resolution_m
+    if spec.resampled:
+        msg = (
+            f"the imagery is at {spec.resolution_m:.2f} m; it is resampled to the prior's "
+            f"{spec.work_resolution_m:.2f} m "
+            "for inference and the map is returned on the imagery's grid"
+        )
+        if ratio > LARGE_FACTOR or ratio < 1 / LARGE_FACTOR:
+            log.warning("%s (factor %.1f: expect coarser detail or a slower run)", msg, max(ratio, 1 / ratio))
+        else:
+            log.info(msg)
+    factor = _factor(prior_obj, spec.work_resolution_m)
+    _check_tile_size(prior_obj, tile_size, factor)
+    tiles = TileGrid(spec.work.height, spec.work.width, tile_size, overlap)
+    weak = open_weak_labels(
+        [weak_labels] if isinstance(weak_labels, (str, os.PathLike)) else list(weak_labels),
+        spec.work,
+        attribute=label_attribute,
+    )
+    unknown = sorted(set(weak.codes) - set(cooc.source_codes))
+    if unknown:
+        raise InputError(
+            f"weak-label codes {unknown} are not in the co-occurrence matrix "
+            f"(it knows {list(cooc.source_codes)}); pass --cooccurrence with a matrix that covers them, "
+            "for example one estimated with `geo-ppp cooccurrence`"
+        )
+    return RegionJob(
+        image=spec,
+        weak=weak,
+        legend=legend,
+        prior=prior_name,
+        cooccurrence=cooc_name,
+        config=config,
+        tiles=tiles,
+        seed=seed,
+        batch_size=batch_size,
+        workdir=str(workdir),
+        device=str(device),
+        aoi_wkt=aoi_geom.wkt if aoi_geom is not None else None,
+    )
+
+
+# -- the whole run -------------------------------------------------------------------------------
+
+
+def output_paths(
+    out: str | os.PathLike[str],
+    probabilities: str | os.PathLike[str] | None = None,
+    vector: str | os.PathLike[str] | None = None,
+    quicklook: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """Every file a run writes, by kind."""
+    out = Path(out)
+    paths = {
+        "map": out,
+        "config": out.with_name(out.name + ".json"),
+        "qml": out.with_suffix(".qml"),
+        "aux": out.with_name(out.name + ".aux.xml"),
+    }
+    for kind, p in (("probabilities", probabilities), ("vector", vector), ("quicklook", quicklook)):
+        if p is not None:
+            paths[kind] = Path(p)
+    return paths
+
+
+def segment(
+    image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    weak_labels: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    legend: str | os.PathLike[str] | Legend = "chesapeake",
+    out: str | os.PathLike[str] = "landcover.tif",
+    *,
+    prior: str | os.PathLike[str] | None = None,
+    cooccurrence: str | os.PathLike[str] | None = None,
+    config: InferConfig | None = None,
+    steps: int | None = None,
+    tile_size: int = 256,
+    overlap: int = 32,
+    batch_size: int = 8,
+    seed: int = 0,
+    bands: Sequence[int] | None = None,
+    aoi: str | None = None,
+    label_attribute: str | None = None,
+    probabilities: str | os.PathLike[str] | None = None,
+    vector: str | os.PathLike[str] | None = None,
+    quicklook: str | os.PathLike[str] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    runner: Callable[[RegionJob, list[list[Tile]], Progress | None, dict[str, float]], dict[str, str]]
+    | None = None,
+    infer: Callable[..., np.ndarray] | None = None,
+    command: str = "",
+) -> RegionResult:
+    """Segment a region into a land-cover map (a COG with its style, config and optional products).
+
+    Args:
+        image: one or more GeoTIFF/VRT files (any CRS) forming the region.
+        weak_labels: NLCD-coded rasters (any CRS and resolution), or a vector file with ``label_attribute``.
+        legend: target legend name or JSON.
+        out: the output map (``.tif``).
+        prior: prior name or folder (default: the legend's shipped prior).
+        cooccurrence: co-occurrence name or JSON (default: the legend's).
+        config: inference settings (default: the prior's tuned ones); ``steps`` overrides its steps.
+        steps: plug-and-play steps (default: the prior's tuned ones).
+        tile_size: tile size in working-grid pixels.
+        overlap: tile overlap in pixels (blended with feathered weights).
+        batch_size: tiles per inference batch.
+        seed: same seed, same map (each tile gets a seed from it and its position).
+        bands: 1-based image bands (R, G, B[, NIR]) in order.
+        aoi: a vector file or ``minx,miny,maxx,maxy[@CRS]``: only it is segmented.
+        label_attribute: class attribute of vector weak labels.
+        probabilities: also write class probabilities (uint8, 0-255) as a COG there.
+        vector: also write dissolved, simplified class polygons (GeoPackage) there.
+        quicklook: also write a PNG of image, weak labels and map there.
+        workdir: where tiles are kept (default: ``OUT.work`` beside the map, removed after success).
+        resume: reuse finished tiles of the same run found in the work dir.
+        overwrite: replace existing outputs.
+        device: ``cpu`` or ``cuda``.
+        progress: called after every tile.
+        runner: runs the batches (default: in this process, in order); the Dask scheduler plugs in here.
+        infer: replaces the land-cover inference (tests, benchmarks).
+        command: the command line, recorded in the config.
+
+    Raises:
+        InputError: bad inputs (each message says what and how to fix it), before any output.
+        OutputExistsError: an output exists and ``overwrite`` is false.
+    """
+    started = time.perf_counter()
+    paths = output_paths(out, probabilities, vector, quicklook)
+    check_outputs([p for k, p in paths.items() if k != "aux"], overwrite)
+    keep_workdir = workdir is not None
+    workdir = Path(workdir) if workdir is not None else paths["map"].with_name(paths["map"].name + ".work")
+    job = plan(
+        image,
+        weak_labels,
+        legend,
+        workdir=workdir,
+        prior=prior,
+        cooccurrence=cooccurrence,
+        config=config,
+        steps=steps,
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        seed=seed,
+        bands=bands,
+        aoi=aoi,
+        label_attribute=label_attribute,
+        device=device,
+    )
+    TileStore(workdir, job.fingerprint(), resume=resume)
+    timings: dict[str, float] = {}
+    batches = job.batches()
+    t0 = time.perf_counter()
+    if runner is None:
+        report = run_serial(job, batches, progress, timings, infer=infer)
+    else:
+        report = runner(job, batches, progress, timings)
+    timings["tiles_wall"] = time.perf_counter() - t0
+    counts = {s: sum(1 for v in report.values() if v == s) for s in ("ran", "skipped", "resumed")}
+    if counts["skipped"] == len(report) and not any(
+        TileStore.open_existing(workdir).status(t) == "done" for t in job.tiles.tiles
+    ):
+        raise InputError(
+            "no tile of the region holds a valid pixel (all nodata or outside the AOI); nothing to map"
+        )
+
+    from geo_ppp.pipeline.publish import publish
+
+    resolved = resolved_config(job, paths, command)
+    t0 = time.perf_counter()
+    publish(job, paths, resolved, timings)
+    timings["publish"] = time.perf_counter() - t0
+    if not keep_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    stats = {"tiles": len(job.tiles), **counts, "seconds": {k: round(v, 3) for k, v in timings.items()}}
+    stats["seconds"]["total"] = round(time.perf_counter() - started, 3)
+    return RegionResult(
+        paths["map"], {k: p for k, p in paths.items() if p.exists()}, job.image.grid, resolved, stats
+    )
+
+
+def run_serial(
+    job: RegionJob,
+    batches: list[list[Tile]],
+    progress: Progress | None,
+    timings: dict[str, float],
+    *,
+    infer: Callable[..., np.ndarray] | None = None,
+) -> dict[str, str]:
+    """Run every batch in this process, in order (readers and the prior opened once)."""
+    report: dict[str, str] = {}
+    total = len(job.tiles)
+    readers = (ImageReader(job.image), WeakReader(job.weak))
+    inferrer = infer
+    try:
+        for batch in batches:
+            if inferrer is None and any(
+                TileStore.open_existing(job.workdir).status(t) is None for t in batch
+            ):
+                inferrer = TileInferrer(job)
+            result = run_batch(job, batch, infer=inferrer, readers=readers, timings=timings)
+            for tile in batch:
+                status = result[tile.key]
+                report[tile.key] = status
+                log.info("tile %s at (%d, %d): %s", tile.key, tile.y, tile.x, _why(status))
+                if progress is not None:
+                    progress(len(report), total, tile, status)
+    finally:
+        readers[0].close()
+        readers[1].close()
+    return report
+
+
+def _why(status: str) -> str:
+    return {
+        "ran": "ran",
+        "skipped": "skipped (no valid image pixel in the tile)",
+        "resumed": "skipped (finished in an earlier run; kept from the work dir)",
+    }[status]
+
+
+def resolved_config(job: RegionJob, paths: dict[str, Path], command: str) -> dict[str, Any]:
+    """The configuration saved beside the map."""
+    return {
+        "command": command,
+        "outputs": {k: str(v) for k, v in paths.items()},
+        "image": job.image.to_dict(),
+        "weak_labels": job.weak.to_dict(),
+        "legend": job.legend.to_dict(),
+        "prior": job.prior,
+        "cooccurrence": job.cooccurrence,
+        "infer": job.config.to_dict(),
+        "tiles": job.tiles.to_dict(),
+        "batch_size": job.batch_size,
+        "seed": job.seed,
+        "device": job.device,
+        "aoi_wkt": job.aoi_wkt,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
