@@ -18,9 +18,8 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioIOError
-from rasterio.transform import Affine
 from rasterio.shutil import copy as rio_copy
-from rasterio.transform import array_bounds
+from rasterio.transform import Affine, array_bounds
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
