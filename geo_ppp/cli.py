@@ -464,11 +464,45 @@ def segment(
     show_default=True,
     help="Output folder.",
 )
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A sample_tiles folder (naip/, nlcd/, truth/); default: the repository's sample_tiles/.",
+)
+@click.option("--steps", type=int, default=None, help="Plug-and-play steps (default: tuned).")
+@seed_option
+@device_option
+@overwrite_option
+@_handle_errors
+def demo(out: Path, data: Path | None, steps: int | None, seed: int, device: str, overwrite: bool) -> None:
+    """Segment the real sample tiles end to end with the shipped prior and score the map."""
+    from geo_ppp.landcover_demo import SAMPLE_TILES, run_landcover_demo
+
+    progress = _tile_progress(0, True)
+    try:
+        report = run_landcover_demo(
+            out, data=data or SAMPLE_TILES, seed=seed, steps=steps, overwrite=overwrite,
+            device=_device(device), progress=progress, echo=click.echo, command=_command_line(),
+        )
+    finally:
+        progress.close()
+    click.echo(report)
+
+
+@main.command("digits-demo")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("demo_out"),
+    show_default=True,
+    help="Output folder.",
+)
 @click.option("--num", type=int, default=16, show_default=True, help="Samples per grid.")
 @seed_option
 @overwrite_option
 @_handle_errors
-def demo(out: Path, num: int, seed: int, overwrite: bool) -> None:
+def digits_demo(out: Path, num: int, seed: int, overwrite: bool) -> None:
     """Run the digits demonstration: constrained generation with the shipped prior."""
     from geo_ppp.demo import run_digits_demo
 

@@ -1,0 +1,120 @@
+"""Seams and overhead of the tiled pipeline on the real sample tiles, with the shipped prior.
+
+Seams: each 256 x 256 patch is segmented with small tiles (128 px) so that tile borders run
+through it, with feathered blending (the default overlap) and without overlap (hard cuts, to show
+the measure sees seams). The class disagreement rate between neighbouring pixels is measured
+across the lines where a tile starts or ends ("borders") and across lines at least ``overlap``
+pixels away from every tile edge ("interiors"). Target: borders / interiors <= 1.5.
+
+Overhead: the eight patches as one region at default settings; the time outside inference
+(reading, weak labels and clustering, writing tiles, mosaicking, publishing) over the total.
+Target: <= 15 %.
+
+    python benchmarks/pipeline_quality.py [--steps N] [--skip-seams] [--skip-overhead]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from geo_ppp.pipeline import segment  # noqa: E402
+from geo_ppp.pipeline.tiling import axis_starts  # noqa: E402
+
+TILES = ROOT / "sample_tiles"
+
+
+def line_disagreement(codes: np.ndarray, positions: list[int], axis: int) -> tuple[int, int]:
+    """(different, total) neighbour pairs across the lines ``positions`` (between p - 1 and p)."""
+    diff = total = 0
+    for p in positions:
+        if not 0 < p < codes.shape[axis]:
+            continue
+        a = np.take(codes, p - 1, axis=axis)
+        b = np.take(codes, p, axis=axis)
+        ok = (a != 0) & (b != 0)
+        diff += int((a != b)[ok].sum())
+        total += int(ok.sum())
+    return diff, total
+
+
+def seam_lines(length: int, size: int, overlap: int) -> tuple[list[int], list[int]]:
+    """Tile-edge lines and interior lines (>= overlap px from any tile edge) along one axis."""
+    starts = axis_starts(length, size, overlap)
+    edges = sorted({s for s in starts if s > 0} | {s + size for s in starts if s + size < length})
+    far = [p for p in range(1, length) if all(abs(p - e) >= max(overlap, 8) for e in edges)]
+    return edges, far
+
+
+def seams(steps: int | None, tile: int, overlap: int, folder: Path) -> tuple[float, float, float]:
+    """Mean disagreement across tile edges and interiors over the eight patches, and the seconds."""
+    border = [0, 0]
+    interior = [0, 0]
+    t0 = time.perf_counter()
+    for naip in sorted((TILES / "naip").glob("*.tif")):
+        out = folder / f"{naip.stem}-{tile}-{overlap}.tif"
+        segment(naip, TILES / "nlcd" / naip.name, "chesapeake", out, steps=steps, tile_size=tile, overlap=overlap,
+                overwrite=True)
+        with rasterio.open(out) as ds:
+            codes = ds.read(1)
+        for axis in (0, 1):
+            edges, far = seam_lines(codes.shape[axis], tile, overlap)
+            d, n = line_disagreement(codes, edges, axis)
+            border[0] += d
+            border[1] += n
+            d, n = line_disagreement(codes, far, axis)
+            interior[0] += d
+            interior[1] += n
+    return border[0] / max(border[1], 1), interior[0] / max(interior[1], 1), time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=None, help="plug-and-play steps (default: the prior's)")
+    parser.add_argument("--skip-seams", action="store_true")
+    parser.add_argument("--skip-overhead", action="store_true")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="geo_ppp_quality_"))
+    if not args.skip_seams:
+        print("seams: 8 real patches, tiles of 128 px, shipped prior\n")
+        print("| overlap | disagreement at tile edges | in tile interiors | ratio | target <= 1.5 | s |")
+        print("|---|---|---|---|---|---|")
+        for overlap in (32, 0):
+            b, i, s = seams(args.steps, 128, overlap, folder)
+            verdict = "MET" if b <= 1.5 * i else "NOT MET"
+            print(f"| {overlap} | {b:.4f} | {i:.4f} | {b / max(i, 1e-9):.2f} | {verdict} | {s:.0f} |")
+        print()
+    if not args.skip_overhead:
+        naip = sorted((TILES / "naip").glob("*.tif"))
+        nlcd = sorted((TILES / "nlcd").glob("*.tif"))
+        res = segment(naip, nlcd, "chesapeake", folder / "region.tif", steps=args.steps, overwrite=True)
+        sec = res.stats["seconds"]
+        total = sec["total"]
+        inference = sec.get("pnp", 0.0) + sec.get("refine", 0.0)
+        print(f"overhead: the 8 patches as one region, default settings ({res.stats['ran']} tiles ran, "
+              f"{res.stats['skipped']} skipped)\n")
+        print("| stage | seconds | share |")
+        print("|---|---|---|")
+        for key in ("read", "clustering", "pnp", "refine", "write_tiles", "mosaic", "publish"):
+            if key in sec:
+                print(f"| {key} | {sec[key]:.2f} | {sec[key] / total:.1%} |")
+        other = total - sum(sec.get(k, 0.0) for k in ("read", "clustering", "pnp", "refine", "write_tiles",
+                                                        "publish"))
+        print(f"| planning, checks, rest | {other:.2f} | {other / total:.1%} |")
+        print(f"| total | {total:.2f} | 100% |")
+        share = 1 - inference / total
+        print(f"\ntime outside inference (prior optimisation + 1 m refinement): {share:.1%} "
+              f"(target <= 15 %: {'MET' if share <= 0.15 else 'NOT MET'})")
+
+
+if __name__ == "__main__":
+    main()
