@@ -271,6 +271,28 @@ def _validity(
     return ds.read_masks(bands[0], **kw) > 0
 
 
+def _without_alpha_vrt(ds: rasterio.DatasetReader) -> str:
+    """A VRT document of all bands of ``ds`` (same grid and nodata) in which no band is flagged alpha."""
+    from xml.sax.saxutils import escape
+
+    from rasterio.dtypes import _gdal_typename
+
+    name = ds.name if ds.name.startswith("/vsi") or "://" in ds.name else os.path.abspath(ds.name)
+    nodata = f"<NoDataValue>{ds.nodata!r}</NoDataValue>" if ds.nodata is not None else ""
+    bands = "".join(
+        f'<VRTRasterBand dataType="{_gdal_typename(ds.dtypes[i - 1])}" band="{i}">{nodata}'
+        "<ColorInterp>Undefined</ColorInterp><SimpleSource>"
+        f'<SourceFilename relativeToVRT="0">{escape(name)}</SourceFilename>'
+        f"<SourceBand>{i}</SourceBand></SimpleSource></VRTRasterBand>"
+        for i in ds.indexes
+    )
+    transform = ", ".join(repr(v) for v in ds.transform.to_gdal())
+    return (
+        f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}"><SRS>{escape(ds.crs.to_wkt())}</SRS>'
+        f"<GeoTransform>{transform}</GeoTransform>{bands}</VRTDataset>"
+    )
+
+
 def _aligned(ds: rasterio.DatasetReader, work: Grid) -> tuple[int, int] | None:
     """(row, col) offset of the file in ``work`` when its pixels coincide with the grid's, else None."""
     if ds.crs != work.crs:
@@ -291,6 +313,7 @@ class ImageReader:
     def __init__(self, spec: ImageSpec) -> None:
         self.spec = spec
         self._files: list[tuple[rasterio.DatasetReader, tuple[int, int] | None, Any]] | None = None
+        self._views: list[rasterio.DatasetReader] = []
 
     def _open(self) -> list[tuple[rasterio.DatasetReader, tuple[int, int] | None, Any]]:
         if self._files is None:
@@ -301,10 +324,18 @@ class ImageReader:
                 offset = _aligned(ds, work)
                 vrt = None
                 if offset is None:
-                    has_alpha = any(c == ColorInterp.alpha for c in ds.colorinterp)
+                    alpha = [i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha]
+                    source = ds
+                    if alpha and alpha[0] in self.spec.bands:
+                        # The band flagged alpha is data (NAIP's NIR): GDAL's warper would take it as
+                        # the source mask (rasterio always passes a flagged alpha band on), turning
+                        # NIR zeros (water) into holes. Warp a view of the file without the flag.
+                        source = rasterio.open(_without_alpha_vrt(ds))
+                        self._views.append(source)
+                    has_alpha = any(c == ColorInterp.alpha for c in source.colorinterp)
                     down = abs(work.transform.a) > abs(ds.transform.a) * 1.5
                     vrt = WarpedVRT(
-                        ds,
+                        source,
                         crs=work.crs,
                         transform=work.transform,
                         width=work.width,
@@ -322,6 +353,9 @@ class ImageReader:
             if vrt is not None:
                 vrt.close()
             ds.close()
+        for view in self._views:
+            view.close()
+        self._views = []
         self._files = None
 
     def __enter__(self) -> ImageReader:
