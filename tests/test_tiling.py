@@ -225,3 +225,33 @@ def test_tile_seed_on_a_grid_sample_is_unique() -> None:
     assert len(seeds) == 3 * len(grid)
     # (y, x) and (x, y) are different tiles
     assert tile_seed(0, 0, 224) != tile_seed(0, 224, 0)
+
+
+@FAST
+@given(
+    size=st.integers(4, 40),
+    data=st.data(),
+)
+def test_footprint_grids_cover_every_footprint_pixel_and_blend_like_regular_ones(size: int, data) -> None:
+    """Scattered files get one grid each: every footprint pixel is covered, tiles start inside a footprint."""
+    overlap = data.draw(st.integers(0, size // 2))
+    height, width = data.draw(st.integers(size, 200)), data.draw(st.integers(size, 200))
+    boxes = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        y0, x0 = data.draw(st.integers(0, height - 1)), data.draw(st.integers(0, width - 1))
+        y1, x1 = data.draw(st.integers(y0 + 1, height)), data.draw(st.integers(x0 + 1, width))
+        boxes.append((y0, x0, y1, x1))
+    grid = TileGrid(height, width, size, overlap, tuple(boxes))
+    covered = np.zeros((height, width), bool)
+    for t in grid.tiles:
+        assert any(y0 <= t.y < y1 and x0 <= t.x < x1 for y0, x0, y1, x1 in boxes)
+        assert (grid.ys[t.row], grid.xs[t.col]) == (t.y, t.x)
+        covered[t.y : t.y + size, t.x : t.x + size] = True
+    for y0, x0, y1, x1 in boxes:
+        assert covered[y0:y1, x0:x1].all()
+    assert len({(t.y, t.x) for t in grid.tiles}) == len(grid) == len(grid.tiles)
+    # a constant field blends to itself over the union of the tiles
+    field = np.array([0.25, 0.75], np.float32)[:, None, None] * np.ones((2, size, size), np.float32)
+    probs, valid = blend_strip(grid, 0, height, lambda t: field, 2)
+    assert np.array_equal(valid, covered)
+    assert np.allclose(probs[:, valid], field[:, :1, 0].repeat(valid.sum(), 1), atol=1e-5)

@@ -101,6 +101,7 @@ class ImageSpec:
         work: the working grid inference runs on (same bounds, the prior's resolution).
         resolution_m: pixel size of ``grid`` in metres; ``work_resolution_m`` that of ``work``.
         scale: per-band (low, high) mapped to 0-255, for non-uint8 imagery (None for uint8).
+        footprints: each file's bounds in the region's CRS.
     """
 
     paths: tuple[str, ...]
@@ -110,11 +111,24 @@ class ImageSpec:
     resolution_m: float
     work_resolution_m: float
     scale: tuple[tuple[float, float], ...] | None = None
+    footprints: tuple[tuple[float, float, float, float], ...] = ()
 
     @property
     def resampled(self) -> bool:
         """True when inference runs on another grid than the output's."""
         return self.work != self.grid
+
+    def footprint_boxes(self) -> list[tuple[int, int, int, int]]:
+        """Each file's footprint as a (y0, x0, y1, x1) pixel box of the working grid."""
+        inv = ~self.work.transform
+        boxes = []
+        for left, bottom, right, top in self.footprints:
+            x0, y0 = inv * (left, top)
+            x1, y1 = inv * (right, bottom)
+            eps = 1e-6
+            box = (math.floor(y0 + eps), math.floor(x0 + eps), math.ceil(y1 - eps), math.ceil(x1 - eps))
+            boxes.append(box)
+        return boxes
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description."""
@@ -156,6 +170,7 @@ def open_region(
         raise InputError("no image given; pass at least one GeoTIFF or VRT")
     first: Grid | None = None
     union: list[float] | None = None
+    footprints: list[tuple[float, float, float, float]] = []
     count = None
     dtypes = set()
     for path in paths:
@@ -182,8 +197,10 @@ def open_region(
             if first is None:
                 first = grid
                 union = list(grid.bounds)
+                footprints.append(tuple(grid.bounds))
             else:
                 b = transform_bounds(ds.crs, first.crs, *ds.bounds, densify_pts=21)
+                footprints.append(tuple(b))
                 union = [min(union[0], b[0]), min(union[1], b[1]), max(union[2], b[2]), max(union[3], b[3])]
     assert first is not None and union is not None and count is not None
     if bands is None:
@@ -217,7 +234,7 @@ def open_region(
     scale = None
     if dtypes != {"uint8"}:
         scale = _percentile_scale(paths, bands)
-    return ImageSpec(tuple(paths), bands, grid, work, res * unit, work_res * unit, scale)
+    return ImageSpec(tuple(paths), bands, grid, work, res * unit, work_res * unit, scale, tuple(footprints))
 
 
 def _percentile_scale(paths: list[str], bands: tuple[int, ...]) -> tuple[tuple[float, float], ...]:

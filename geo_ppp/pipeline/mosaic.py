@@ -45,19 +45,18 @@ def blend_strip(
     acc = np.zeros((classes, y1 - y0, width), np.float32)
     wsum = np.zeros((y1 - y0, width), np.float32)
     size = tiles.size
-    for r in tiles.rows_touching(y0, y1):
-        ty = tiles.ys[r]
-        a, b = max(y0, ty), min(y1, ty + size)  # region rows of this tile row inside the strip
-        for c, tx in enumerate(tiles.xs):
-            probs = load(Tile(r, c, ty, tx))
-            if probs is None:
-                continue
-            xe = min(tx + size, width)
-            p = np.asarray(probs[:, a - ty : b - ty, : xe - tx], dtype=np.float32)
-            ok = p.sum(0) > 0.5
-            w = weights[a - ty : b - ty, : xe - tx] * ok
-            acc[:, a - y0 : b - y0, tx:xe] += p * w
-            wsum[a - y0 : b - y0, tx:xe] += w
+    for tile in tiles.tiles_touching(y0, y1):
+        ty, tx = tile.y, tile.x
+        a, b = max(y0, ty), min(y1, ty + size)  # region rows of this tile inside the strip
+        probs = load(tile)
+        if probs is None:
+            continue
+        xe = min(tx + size, width)
+        p = np.asarray(probs[:, a - ty : b - ty, : xe - tx], dtype=np.float32)
+        ok = p.sum(0) > 0.5
+        w = weights[a - ty : b - ty, : xe - tx] * ok
+        acc[:, a - y0 : b - y0, tx:xe] += p * w
+        wsum[a - y0 : b - y0, tx:xe] += w
     valid = wsum > 0
     acc /= np.where(valid, wsum, 1.0)
     return acc, valid

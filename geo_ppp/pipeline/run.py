@@ -308,6 +308,21 @@ def _resolve_prior(legend: Legend, prior: str | os.PathLike[str] | None) -> str:
     return DEFAULT_PRIORS[legend.name]
 
 
+def _sparse_footprints(spec: ImageSpec) -> tuple[tuple[int, int, int, int], ...] | None:
+    """The files' pixel boxes when they cover less than half the region (scattered files), else None.
+
+    Scattered files get one tile grid each (no tile wasted on the gaps, each file tiled as if
+    alone); contiguous mosaics keep one regular grid (no doubled tiles where files meet).
+    """
+    boxes = spec.footprint_boxes()
+    if len(boxes) < 2:
+        return None
+    area = sum(max(0, y1 - y0) * max(0, x1 - x0) for y0, x0, y1, x1 in boxes)
+    if area >= 0.5 * spec.work.height * spec.work.width:
+        return None
+    return tuple(boxes)
+
+
 def _check_tile_size(prior: Prior, tile_size: int, factor: int) -> None:
     cell = factor * int(getattr(prior.denoiser, "size_multiple", 1))
     if tile_size < cell or tile_size % cell:
@@ -383,7 +398,7 @@ def plan(
             log.info(msg)
     factor = _factor(prior_obj, spec.work_resolution_m)
     _check_tile_size(prior_obj, tile_size, factor)
-    tiles = TileGrid(spec.work.height, spec.work.width, tile_size, overlap)
+    tiles = TileGrid(spec.work.height, spec.work.width, tile_size, overlap, _sparse_footprints(spec))
     weak = open_weak_labels(
         [weak_labels] if isinstance(weak_labels, (str, os.PathLike)) else list(weak_labels),
         spec.work,

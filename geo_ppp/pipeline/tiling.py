@@ -5,6 +5,11 @@ overlap by at least ``overlap`` pixels. Every tile has the full size: the last r
 shifted back to end on the region's edge (so they overlap their neighbour by more), and a region
 smaller than one tile gets one tile that reaches past its edge (read as nodata).
 
+A region made of scattered files (say eight separate patches of one NAIP tile) would waste most
+of a regular grid on tiles that only graze a file. Given ``footprints`` (pixel boxes of the data),
+the grid is instead the union of one regular grid per footprint, so each file is covered the way
+it would be alone.
+
 Example:
     >>> grid = TileGrid(height=600, width=500, size=256, overlap=32)
     >>> len(grid), grid.tiles[0], grid.tiles[-1].y, grid.tiles[-1].x
@@ -61,6 +66,7 @@ class TileGrid:
     width: int
     size: int
     overlap: int
+    footprints: tuple[tuple[int, int, int, int], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -74,30 +80,58 @@ class TileGrid:
             raise ConfigError(f"empty region ({self.width} x {self.height} pixels)")
 
     @cached_property
+    def _origins(self) -> list[tuple[int, int]]:
+        if self.footprints is None:
+            ys = axis_starts(self.height, self.size, self.overlap)
+            xs = axis_starts(self.width, self.size, self.overlap)
+            return [(y, x) for y in ys for x in xs]
+        origins = set()
+        for y0, x0, y1, x1 in self.footprints:
+            y0, x0 = max(0, y0), max(0, x0)
+            y1, x1 = min(self.height, y1), min(self.width, x1)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            for y in axis_starts(y1 - y0, self.size, self.overlap):
+                for x in axis_starts(x1 - x0, self.size, self.overlap):
+                    origins.add((y0 + y, x0 + x))
+        return sorted(origins)
+
+    @cached_property
     def ys(self) -> list[int]:
-        """Row starts."""
-        return axis_starts(self.height, self.size, self.overlap)
+        """Row starts (sorted, unique)."""
+        return sorted({y for y, _ in self._origins})
 
     @cached_property
     def xs(self) -> list[int]:
-        """Column starts."""
-        return axis_starts(self.width, self.size, self.overlap)
+        """Column starts (sorted, unique)."""
+        return sorted({x for _, x in self._origins})
 
     @cached_property
     def tiles(self) -> list[Tile]:
-        """All tiles in row-major order."""
-        return [Tile(r, c, y, x) for r, y in enumerate(self.ys) for c, x in enumerate(self.xs)]
+        """All tiles in row-major order (row and column index ``ys`` and ``xs``)."""
+        row = {y: r for r, y in enumerate(self.ys)}
+        col = {x: c for c, x in enumerate(self.xs)}
+        return [Tile(row[y], col[x], y, x) for y, x in self._origins]
 
     def __len__(self) -> int:
-        return len(self.ys) * len(self.xs)
+        return len(self._origins)
 
     def rows_touching(self, y0: int, y1: int) -> list[int]:
         """Tile rows whose pixels intersect region rows ``[y0, y1)``."""
         return [r for r, y in enumerate(self.ys) if y < y1 and y + self.size > y0]
 
-    def to_dict(self) -> dict[str, int]:
+    def tiles_touching(self, y0: int, y1: int) -> list[Tile]:
+        """Tiles whose pixels intersect region rows ``[y0, y1)``."""
+        return [t for t in self.tiles if t.y < y1 and t.y + self.size > y0]
+
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready description."""
-        return {"height": self.height, "width": self.width, "size": self.size, "overlap": self.overlap}
+        out: dict[str, object] = {
+            "height": self.height, "width": self.width, "size": self.size, "overlap": self.overlap
+        }
+        if self.footprints is not None:
+            out["footprints"] = [list(f) for f in self.footprints]
+        return out
 
 
 def feather_weights(size: int, overlap: int) -> np.ndarray:
