@@ -310,6 +310,16 @@ def _without_alpha_vrt(ds: rasterio.DatasetReader) -> str:
     )
 
 
+def _vrt_valid(vrt: WarpedVRT, window: Window) -> np.ndarray:
+    """Valid pixels of a warped VRT: its alpha band when it has one (GDAL reports such VRTs as
+    all-valid in their mask flags, so ``dataset_mask`` would call the area outside the file valid),
+    else its nodata mask."""
+    alpha = [i + 1 for i, c in enumerate(vrt.colorinterp) if c == ColorInterp.alpha]
+    if alpha:
+        return vrt.read(alpha[-1], window=window) > 0
+    return vrt.dataset_mask(window=window) > 0
+
+
 def _aligned(ds: rasterio.DatasetReader, work: Grid) -> tuple[int, int] | None:
     """(row, col) offset of the file in ``work`` when its pixels coincide with the grid's, else None."""
     if ds.crs != work.crs:
@@ -414,7 +424,7 @@ class ImageReader:
             if offset is not None:
                 ok = _validity(ds, self.spec.bands, win)
             else:
-                ok = vrt.dataset_mask(window=win) > 0
+                ok = _vrt_valid(vrt, win)
             if np.isnan(part).any():
                 raise InputError(
                     f"image {ds.name} holds NaN values; set a nodata value for them (e.g. "
