@@ -311,9 +311,11 @@ def _without_alpha_vrt(ds: rasterio.DatasetReader) -> str:
 
 
 def _vrt_valid(vrt: WarpedVRT, window: Window) -> np.ndarray:
-    """Valid pixels of a warped VRT: its alpha band when it has one (GDAL reports such VRTs as
-    all-valid in their mask flags, so ``dataset_mask`` would call the area outside the file valid),
-    else its nodata mask."""
+    """Valid pixels of a warped VRT: its alpha band when it has one, else its nodata mask.
+
+    GDAL reports such VRTs as all-valid in their mask flags, so ``dataset_mask`` would call the area
+    outside the file valid.
+    """
     alpha = [i + 1 for i, c in enumerate(vrt.colorinterp) if c == ColorInterp.alpha]
     if alpha:
         return vrt.read(alpha[-1], window=window) > 0
