@@ -247,3 +247,30 @@ def test_qgis_opens_styles_and_renders_a_class_map(pyqgis, chesapeake_map, tmp_p
     # without the .qml QGIS still names the classes, from the category names in map.tif.aux.xml
     bare = {int(c["value"]): c["label"] for c in out["bare_classes"]}
     assert all(bare[c] == n for c, n in zip(legend.codes, legend.names, strict=True)), out["bare_classes"]
+
+
+def test_qgis_opens_a_pipeline_map(pyqgis, tmp_path):
+    """A map made by the pipeline (a COG with overviews, style and category names) over two real files."""
+    import torch
+
+    from geo_ppp.pipeline import segment
+    from tests.test_segment import _tiny_landcover_prior
+
+    prior = _tiny_landcover_prior(tmp_path / "prior")
+    legend = load_legend("chesapeake")
+    images = [TILES / "naip" / "patch1.tif", TILES / "naip" / "patch2.tif"]
+    weak = [TILES / "nlcd" / "patch1.tif", TILES / "nlcd" / "patch2.tif"]
+
+    def by_weak_and_brightness(image, valid, weak_codes, seeds, timings):
+        # a cheap pixel-wise stand-in for the model: all four classes appear
+        bright = image[:, :3].mean(1)
+        idx = np.where(weak_codes == 41, 1, 2) + (bright > 120) - (image[:, 3] < 40) * 2
+        return torch.nn.functional.one_hot(torch.from_numpy(np.clip(idx, 0, 3)), 4).permute(0, 3, 1, 2).float().numpy()
+
+    res = segment(images, weak, legend, tmp_path / "map.tif", prior=prior, infer=by_weak_and_brightness)
+    with rasterio.open(res.out) as ds:
+        crs = f"EPSG:{ds.crs.to_epsg()}"
+        bounds = tuple(ds.bounds)
+        assert ds.overviews(1)
+    out = check_in_qgis(res.out, crs, bounds, legend, python=pyqgis, work_dir=tmp_path / "qgis")
+    assert out["renderer_on_open"] == "paletted"
