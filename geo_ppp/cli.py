@@ -402,6 +402,7 @@ def segment(
     quicklook: Path | None,
     workdir: Path | None,
     resume: bool,
+    scheduler: str | None,
     seed: int,
     device: str,
     overwrite: bool,
@@ -442,6 +443,7 @@ def segment(
             overwrite=overwrite,
             device=_device(device),
             progress=progress,
+            scheduler=scheduler,
             command=_command_line(),
         )
     finally:

@@ -475,6 +475,7 @@ def segment(
     overwrite: bool = False,
     device: str = "cpu",
     progress: Progress | None = None,
+    scheduler: str | None = None,
     runner: Callable[[RegionJob, list[list[Tile]], Progress | None, dict[str, float]], dict[str, str]]
     | None = None,
     infer: Callable[..., np.ndarray] | None = None,
@@ -506,7 +507,9 @@ def segment(
         overwrite: replace existing outputs.
         device: ``cpu`` or ``cuda``.
         progress: called after every tile.
-        runner: runs the batches (default: in this process, in order); the Dask scheduler plugs in here.
+        scheduler: run the tiles on Dask: ``local``, ``local:N`` or a scheduler address (default: in
+            this process).
+        runner: runs the batches (default: in this process, in order, or on ``scheduler``).
         infer: replaces the land-cover inference (tests, benchmarks).
         command: the command line, recorded in the config.
 
@@ -541,7 +544,12 @@ def segment(
     timings: dict[str, float] = {}
     batches = job.batches()
     t0 = time.perf_counter()
-    if runner is None:
+    if runner is None and scheduler is not None:
+        from geo_ppp.pipeline.distributed import DaskRunner
+
+        with DaskRunner(scheduler, infer=infer) as dask_runner:
+            report = dask_runner(job, batches, progress, timings)
+    elif runner is None:
         report = run_serial(job, batches, progress, timings, infer=infer)
     else:
         report = runner(job, batches, progress, timings)

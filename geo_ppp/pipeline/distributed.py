@@ -1,0 +1,233 @@
+"""Run a region's tiles on a dask.distributed cluster (a LocalCluster or an existing scheduler).
+
+Each task carries a small picklable spec (the :class:`~geo_ppp.pipeline.run.RegionJob` and one
+batch of tiles; never open datasets or tensors) and writes its tiles atomically into the shared
+work dir, so a task that dies is simply retried elsewhere and a rerun recomputes nothing finished.
+The prior is loaded once per worker process by :class:`PriorPlugin` and kept in a per-process
+cache. On CPU workers torch uses the worker's own thread count (no oversubscription); with
+``device="cuda"`` each task asks for the ``GPU`` resource, so a GPU runs one batch at a time.
+
+Example:
+    >>> from geo_ppp.pipeline import segment
+    >>> from geo_ppp.pipeline.distributed import DaskRunner
+    >>> with DaskRunner("local:2") as runner:  # doctest: +SKIP
+    ...     segment("naip.tif", "nlcd.tif", "chesapeake", "map.tif", runner=runner)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from geo_ppp.errors import GeoPPPError, InputError
+from geo_ppp.pipeline.run import Progress, RegionJob, run_batch
+from geo_ppp.pipeline.tiling import Tile
+
+__all__ = ["DaskRunner", "PriorPlugin", "SchedulerError", "parse_scheduler"]
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerError(GeoPPPError, ConnectionError):
+    """The Dask scheduler cannot be reached, or its workers cannot run the job."""
+
+
+def parse_scheduler(text: str) -> tuple[str, int | None]:
+    """``local``, ``local:N`` or an address -> (``local`` | address, N or None).
+
+    Raises:
+        InputError: a malformed ``local:N``.
+    """
+    if text == "local" or text.startswith("local:"):
+        if text == "local":
+            return "local", None
+        try:
+            n = int(text.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise InputError(f"--scheduler {text!r}: give local, local:N with N >= 1, or a scheduler address")
+        return "local", n
+    return text, None
+
+
+def _set_threads(nthreads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, nthreads))
+
+
+try:  # distributed is a dependency, but keep the import error readable
+    from distributed.diagnostics.plugin import WorkerPlugin
+except ImportError:  # pragma: no cover
+    WorkerPlugin = object  # type: ignore[assignment,misc]
+
+
+class PriorPlugin(WorkerPlugin):
+    """Loads a prior once in every worker process (and sets torch's threads to the worker's).
+
+    A worker that cannot load the prior fails the plugin's setup, which the client reports before
+    any task is submitted.
+    """
+
+    def __init__(self, prior: str, device: str = "cpu") -> None:
+        self.prior = prior
+        self.device = device
+        self.name = f"geo_ppp-prior-{hashlib.sha1(f'{prior}|{device}'.encode()).hexdigest()[:10]}"
+
+    def setup(self, worker: Any) -> None:  # noqa: D102
+        from geo_ppp.pipeline.run import _cached_prior
+
+        if self.device == "cpu":
+            _set_threads(getattr(worker.state, "nthreads", None) or getattr(worker, "nthreads", 1) or 1)
+        try:
+            _cached_prior(self.prior, self.device)
+        except Exception as exc:
+            raise SchedulerError(
+                f"worker {worker.address} cannot load the prior {self.prior!r}: {exc}. Give a --prior that "
+                "every worker can read (a shipped name, or a folder on a shared file system)"
+            ) from exc
+
+
+def _run_batch_task(
+    job: RegionJob, batch: list[Tile], infer: Callable[..., np.ndarray] | None
+) -> dict[str, Any]:
+    """The task: run one batch in this worker; returns each tile's status and the stage seconds."""
+    timings: dict[str, float] = {}
+    report = run_batch(job, batch, infer=infer, timings=timings)
+    return {"report": report, "timings": timings}
+
+
+class DaskRunner:
+    """A ``runner`` for :func:`geo_ppp.pipeline.segment` that submits batches to Dask.
+
+    Args:
+        scheduler: ``local``, ``local:N`` (a LocalCluster of N single-threaded worker processes)
+            or a scheduler address (``tcp://host:8786``).
+        infer: replaces the land-cover inference in the tasks (tests, benchmarks); must pickle.
+        timeout: seconds to wait for the scheduler.
+        retries: extra attempts per task on errors raised by the task itself (a dying worker is
+            handled by the scheduler, which reschedules its tasks).
+
+    Raises:
+        SchedulerError: the scheduler cannot be reached.
+    """
+
+    def __init__(
+        self,
+        scheduler: str = "local",
+        *,
+        infer: Callable[..., np.ndarray] | None = None,
+        timeout: float = 10.0,
+        retries: int = 1,
+    ) -> None:
+        from distributed import Client, LocalCluster
+
+        self.infer = infer
+        self.retries = retries
+        self.cluster = None
+        where, n = parse_scheduler(scheduler)
+        try:
+            if where == "local":
+                n = n or max(1, (os.cpu_count() or 1))
+                self.cluster = LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                    resources=None, silence_logs=logging.ERROR,
+                )
+                self.client = Client(self.cluster)
+            else:
+                self.client = Client(where, timeout=timeout)
+        except (OSError, TimeoutError) as exc:
+            if self.cluster is not None:
+                self.cluster.close()
+            raise SchedulerError(
+                f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); check the address "
+                "(tcp://HOST:8786) and that `dask scheduler` is running, or use --scheduler local"
+            ) from exc
+        self.dashboard = self.client.dashboard_link if self.client.dashboard_link else None
+
+    def close(self) -> None:
+        """Close the client (and the LocalCluster this runner started)."""
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def __enter__(self) -> DaskRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def prepare(self, job: RegionJob) -> None:
+        """Register the prior plugin (every worker loads the prior now, or the run stops here)."""
+        plugin = PriorPlugin(job.prior, job.device)
+        try:
+            self.client.register_plugin(plugin, name=plugin.name)
+        except SchedulerError:
+            raise
+        except Exception as exc:
+            cause = exc
+            while cause.__cause__ is not None and not isinstance(cause, SchedulerError):
+                cause = cause.__cause__
+            if isinstance(cause, SchedulerError):
+                raise SchedulerError(str(cause)) from exc
+            raise SchedulerError(f"the Dask workers could not load the prior {job.prior!r}: {exc}") from exc
+        if job.device == "cuda":
+            have = self.client.run_on_scheduler(
+                lambda dask_scheduler: sum(w.resources.get("GPU", 0) for w in dask_scheduler.workers.values())
+            )
+            if not have:
+                raise SchedulerError(
+                    "--device cuda needs workers with a GPU resource; start them with "
+                    "`dask worker ADDRESS --resources GPU=1` (one per GPU)"
+                )
+
+    def submit(self, job: RegionJob, batches: list[list[Tile]]) -> list[Any]:
+        """Submit every batch of a region as one task each (keys derived from the job and batch)."""
+        text = json.dumps(job.fingerprint(), sort_keys=True, default=str)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+        resources = {"GPU": 1} if job.device == "cuda" else None
+        futures = []
+        for i, batch in enumerate(batches):
+            futures.append(
+                self.client.submit(
+                    _run_batch_task, job, batch, self.infer, key=f"geo_ppp-{digest}-batch{i:05d}", pure=False,
+                    resources=resources, retries=self.retries,
+                )
+            )
+        return futures
+
+    def __call__(
+        self, job: RegionJob, batches: list[list[Tile]], progress: Progress | None, timings: dict[str, float]
+    ) -> dict[str, str]:
+        """Run a region's batches on the cluster; ``progress`` is driven from ``as_completed``."""
+        from distributed import as_completed
+
+        self.prepare(job)
+        if self.dashboard:
+            log.warning("Dask dashboard: %s", self.dashboard)
+        futures = self.submit(job, batches)
+        batch_of = {f.key: b for f, b in zip(futures, batches, strict=True)}
+        report: dict[str, str] = {}
+        total = len(job.tiles)
+        try:
+            for future in as_completed(futures):
+                out = future.result()
+                for key, value in out["timings"].items():
+                    timings[key] = timings.get(key, 0.0) + value
+                for tile in batch_of[future.key]:
+                    status = out["report"][tile.key]
+                    report[tile.key] = status
+                    log.info("tile %s at (%d, %d): %s", tile.key, tile.y, tile.x, status)
+                    if progress is not None:
+                        progress(len(report), total, tile, status)
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+        return report
