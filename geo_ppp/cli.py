@@ -377,6 +377,11 @@ def _tile_progress(total_hint: int, enabled: bool) -> Any:
 @click.option(
     "--resume/--no-resume", default=True, show_default=True, help="Reuse finished tiles in the work dir."
 )
+@click.option(
+    "--scheduler",
+    default=None,
+    help="Run tiles on Dask: local, local:N (N worker processes) or a scheduler address (tcp://HOST:8786).",
+)
 @seed_option
 @device_option
 @overwrite_option

@@ -54,11 +54,14 @@ from geo_ppp.pipeline.tiling import Tile, TileGrid, tile_seed
 
 __all__ = [
     "DEFAULT_PRIORS",
+    "PreparedRegion",
     "Progress",
     "RegionJob",
     "RegionResult",
     "TileInferrer",
+    "finish_region",
     "plan",
+    "prepare_region",
     "run_batch",
     "segment",
 ]
@@ -518,29 +521,13 @@ def segment(
         OutputExistsError: an output exists and ``overwrite`` is false.
     """
     started = time.perf_counter()
-    paths = output_paths(out, probabilities, vector, quicklook)
-    check_outputs([p for k, p in paths.items() if k != "aux"], overwrite)
-    keep_workdir = workdir is not None
-    workdir = Path(workdir) if workdir is not None else paths["map"].with_name(paths["map"].name + ".work")
-    job = plan(
-        image,
-        weak_labels,
-        legend,
-        workdir=workdir,
-        prior=prior,
-        cooccurrence=cooccurrence,
-        config=config,
-        steps=steps,
-        tile_size=tile_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        seed=seed,
-        bands=bands,
-        aoi=aoi,
-        label_attribute=label_attribute,
-        device=device,
+    prep = prepare_region(
+        image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, config=config, steps=steps,
+        tile_size=tile_size, overlap=overlap, batch_size=batch_size, seed=seed, bands=bands, aoi=aoi,
+        label_attribute=label_attribute, probabilities=probabilities, vector=vector, quicklook=quicklook,
+        workdir=workdir, resume=resume, overwrite=overwrite, device=device, command=command,
     )
-    TileStore(workdir, job.fingerprint(), resume=resume)
+    job = prep.job
     timings: dict[str, float] = {}
     batches = job.batches()
     t0 = time.perf_counter()
@@ -554,27 +541,70 @@ def segment(
     else:
         report = runner(job, batches, progress, timings)
     timings["tiles_wall"] = time.perf_counter() - t0
+    return finish_region(prep, report, timings, started)
+
+
+@dataclass(frozen=True)
+class PreparedRegion:
+    """A checked region whose work dir is set up: the job, its outputs, and what to keep."""
+
+    job: RegionJob
+    paths: dict[str, Path]
+    keep_workdir: bool
+    command: str = ""
+
+
+def prepare_region(
+    image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    weak_labels: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    legend: str | os.PathLike[str] | Legend,
+    out: str | os.PathLike[str],
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    probabilities: str | os.PathLike[str] | None = None,
+    vector: str | os.PathLike[str] | None = None,
+    quicklook: str | os.PathLike[str] | None = None,
+    command: str = "",
+    **plan_options: Any,
+) -> PreparedRegion:
+    """Check outputs and inputs, plan the job and set up its work dir (see :func:`segment`)."""
+    paths = output_paths(out, probabilities, vector, quicklook)
+    check_outputs([p for k, p in paths.items() if k != "aux"], overwrite)
+    keep_workdir = workdir is not None
+    workdir = Path(workdir) if workdir is not None else paths["map"].with_name(paths["map"].name + ".work")
+    job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
+    TileStore(workdir, job.fingerprint(), resume=resume)
+    return PreparedRegion(job, paths, keep_workdir, command)
+
+
+def finish_region(
+    prep: PreparedRegion, report: dict[str, str], timings: dict[str, float], started: float | None = None
+) -> RegionResult:
+    """Mosaic and publish a region whose tiles are all done; remove a default work dir."""
+    job = prep.job
     counts = {s: sum(1 for v in report.values() if v == s) for s in ("ran", "skipped", "resumed")}
-    if counts["skipped"] == len(report) and not any(
-        TileStore.open_existing(workdir).status(t) == "done" for t in job.tiles.tiles
-    ):
+    store = TileStore.open_existing(job.workdir)
+    if not any(store.status(t) == "done" for t in job.tiles.tiles):
         raise InputError(
             "no tile of the region holds a valid pixel (all nodata or outside the AOI); nothing to map"
         )
 
     from geo_ppp.pipeline.publish import publish
 
-    resolved = resolved_config(job, paths, command)
+    resolved = resolved_config(job, prep.paths, prep.command)
     t0 = time.perf_counter()
-    publish(job, paths, resolved, timings)
+    publish(job, prep.paths, resolved, timings)
     timings["publish"] = time.perf_counter() - t0
-    if not keep_workdir:
-        shutil.rmtree(workdir, ignore_errors=True)
+    if not prep.keep_workdir:
+        shutil.rmtree(job.workdir, ignore_errors=True)
     stats = {"tiles": len(job.tiles), **counts, "seconds": {k: round(v, 3) for k, v in timings.items()}}
-    stats["seconds"]["total"] = round(time.perf_counter() - started, 3)
-    return RegionResult(
-        paths["map"], {k: p for k, p in paths.items() if p.exists()}, job.image.grid, resolved, stats
-    )
+    if started is not None:
+        stats["seconds"]["total"] = round(time.perf_counter() - started, 3)
+    paths = prep.paths
+    written = {k: p for k, p in paths.items() if p.exists()}
+    return RegionResult(paths["map"], written, job.image.grid, resolved, stats)
 
 
 def run_serial(
