@@ -463,6 +463,53 @@ def segment(
             click.echo(f"  {kind}: {path}")
 
 
+@main.command("run")
+@click.argument("job", type=click.Path(path_type=Path))
+@click.option(
+    "--scheduler",
+    default=None,
+    help="local, local:N or a scheduler address (tcp://HOST:8786); overrides the spec's [job] scheduler.",
+)
+@click.option("--resume/--no-resume", default=None, help="Reuse finished tiles (default: the spec's; yes).")
+@click.option("--check", is_flag=True, help="Only validate the spec and plan every region; run nothing.")
+@device_option
+@overwrite_option
+@click.option("-v", "--verbose", count=True, help="Log which tiles ran or were skipped, and why.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar; only warnings and errors.")
+@_handle_errors
+def run_job_command(
+    job: Path,
+    scheduler: str | None,
+    resume: bool | None,
+    check: bool,
+    device: str,
+    overwrite: bool,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Run a batch job (TOML spec of regions): every tile as a Dask task, each region mosaicked when done."""
+    from geo_ppp.pipeline.jobs import load_job, run_job
+
+    _set_verbosity(verbose, quiet)
+    spec = load_job(job)
+    if check:
+        from geo_ppp.pipeline.jobs import prepare_job_region
+
+        for region in spec.regions:
+            prep = prepare_job_region(spec, region, overwrite or spec.overwrite, True, _device(device))
+            click.echo(f"region {region.name}: {len(prep.job.tiles)} tiles -> {region.out}")
+        click.echo(f"{spec.path}: {len(spec.regions)} region(s) valid")
+        return
+    progress = _tile_progress(0, not quiet)
+    try:
+        run_job(
+            spec, scheduler=scheduler, overwrite=overwrite or None, resume=resume, device=_device(device),
+            progress=progress, echo=click.echo,
+        )
+    finally:
+        progress.close()
+
+
 @main.command()
 @click.option(
     "--out",

@@ -133,6 +133,9 @@ class DaskRunner:
         self.retries = retries
         self.cluster = None
         where, n = parse_scheduler(scheduler)
+        if not logging.getLogger("geo_ppp").isEnabledFor(logging.DEBUG):
+            # the in-process scheduler of a LocalCluster logs every start and stop at INFO
+            logging.getLogger("distributed").setLevel(logging.ERROR)
         try:
             if where == "local":
                 n = n or max(1, (os.cpu_count() or 1))

@@ -1,0 +1,406 @@
+"""Batch jobs: a TOML spec listing regions, validated whole, run as Dask tasks (``geo-ppp run``).
+
+A job spec (paths relative to the spec's folder)::
+
+    [job]
+    scheduler = "local:2"          # optional: local, local:N or tcp://HOST:8786 (--scheduler wins)
+    workdir = "work"               # tiles of region NAME go to work/NAME
+
+    [defaults]                     # optional: settings shared by every region
+    legend = "chesapeake"
+    steps = 30
+
+    [[region]]
+    name = "patch0"
+    image = "../sample_tiles/naip/patch0.tif"      # or a list of files
+    weak_labels = "../sample_tiles/nlcd/patch0.tif"
+    out = "out/patch0.tif"
+
+Everything is checked before anything is submitted: unknown keys and missing required keys are
+named with their line, missing files with their key and line, and every region is planned (inputs
+read and checked) first. Then every batch of every region is submitted at once; a region is
+mosaicked as soon as its own tiles are done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geo_ppp.errors import ConfigError, InputError
+from geo_ppp.pipeline.run import (
+    PreparedRegion,
+    Progress,
+    RegionResult,
+    finish_region,
+    prepare_region,
+    run_serial,
+)
+
+__all__ = ["JobSpec", "RegionSpec", "load_job", "prepare_job_region", "run_job"]
+
+log = logging.getLogger(__name__)
+
+JOB_KEYS = {"scheduler", "workdir", "overwrite", "resume"}
+SETTING_KEYS = {
+    "legend",
+    "prior",
+    "cooccurrence",
+    "steps",
+    "tile_size",
+    "overlap",
+    "batch_size",
+    "seed",
+    "bands",
+    "device",
+    "label_attribute",
+}
+REGION_KEYS = {
+    "name",
+    "image",
+    "weak_labels",
+    "out",
+    "aoi",
+    "probabilities",
+    "vector",
+    "quicklook",
+} | SETTING_KEYS
+REQUIRED = ("name", "image", "weak_labels", "out")
+PATH_KEYS = ("image", "weak_labels")
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "steps": int,
+    "tile_size": int,
+    "overlap": int,
+    "batch_size": int,
+    "seed": int,
+    "bands": list,
+    "overwrite": bool,
+    "resume": bool,
+}
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """One region of a job: inputs and outputs (absolute paths) and its settings."""
+
+    name: str
+    image: tuple[str, ...]
+    weak_labels: tuple[str, ...]
+    out: str
+    aoi: str | None = None
+    probabilities: str | None = None
+    vector: str | None = None
+    quicklook: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job spec."""
+
+    path: str
+    regions: tuple[RegionSpec, ...]
+    workdir: str
+    scheduler: str | None = None
+    overwrite: bool = False
+    resume: bool = True
+
+
+def _line(text: str, key: str, section: str | None = None, index: int = 0) -> int | None:
+    """1-based line of ``key = ...`` inside the ``index``-th ``[section]``/``[[section]]`` (or top level)."""
+    lines = text.splitlines()
+    start, seen = 0, -1
+    if section is not None:
+        header = re.compile(rf"^\s*\[\[?\s*{re.escape(section)}\s*\]\]?\s*(#.*)?$")
+        for i, ln in enumerate(lines):
+            if header.match(ln):
+                seen += 1
+                if seen == index:
+                    start = i + 1
+                    break
+        else:
+            return None
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    for i in range(start, len(lines)):
+        if section is not None and i > start - 1 and re.match(r"^\s*\[", lines[i]):
+            break
+        if section is None and re.match(r"^\s*\[", lines[i]):
+            break
+        if pattern.match(lines[i]):
+            return i + 1
+    if section is not None:
+        return start  # the header's line when the key is absent
+    return None
+
+
+def _where(path: Path, text: str, key: str, section: str | None = None, index: int = 0) -> str:
+    line = _line(text, key, section, index)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _check_keys(
+    table: dict[str, Any], allowed: set[str], path: Path, text: str, section: str | None, index: int = 0
+) -> None:
+    for key in table:
+        if key not in allowed:
+            where = _where(path, text, key, section, index)
+            raise ConfigError(
+                f"{where}: unknown key {key!r}"
+                + (f" in [{section}]" if section else "")
+                + f"; valid keys are {sorted(allowed)}"
+            )
+        want = TYPES.get(key)
+        if want is not None and not isinstance(table[key], want):
+            raise ConfigError(
+                f"{_where(path, text, key, section, index)}: {key} must be "
+                f"{getattr(want, '__name__', want)}, not {table[key]!r}"
+            )
+
+
+def _paths(value: Any, base: Path) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    return tuple(str((base / str(v)).resolve()) if not os.path.isabs(str(v)) else str(v) for v in items)
+
+
+def load_job(path: str | os.PathLike[str]) -> JobSpec:
+    """Read and validate a job spec (TOML).
+
+    Raises:
+        ConfigError: not TOML, unknown keys, wrong types, missing keys, duplicate names or outputs
+            (the message names the key and the line).
+        InputError: input files that do not exist (named with their key and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"job spec {path} does not exist")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    base = path.parent.resolve()
+    _check_keys(data, {"job", "defaults", "region"}, path, text, None)
+    job = data.get("job", {})
+    defaults = data.get("defaults", {})
+    if not isinstance(job, dict) or not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: [job] and [defaults] must be tables")
+    _check_keys(job, JOB_KEYS, path, text, "job")
+    _check_keys(defaults, SETTING_KEYS, path, text, "defaults")
+    regions_raw = data.get("region", [])
+    if not isinstance(regions_raw, list) or not regions_raw:
+        raise ConfigError(
+            f"{path}: no [[region]] entries; add at least one region with image, weak_labels, out"
+        )
+    regions = []
+    names: set[str] = set()
+    outs: dict[str, str] = {}
+    for i, raw in enumerate(regions_raw):
+        _check_keys(raw, REGION_KEYS, path, text, "region", i)
+        for key in REQUIRED:
+            if key not in raw:
+                raise ConfigError(
+                    f"{_where(path, text, key, 'region', i)}: region {raw.get('name', i + 1)!r} misses the "
+                    f"required key {key!r}"
+                )
+        name = str(raw["name"])
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(
+                f"{_where(path, text, 'name', 'region', i)}: region name {name!r} must be a plain "
+                "file name (letters, digits, _ . -)"
+            )
+        if name in names:
+            raise ConfigError(
+                f"{_where(path, text, 'name', 'region', i)}: region name {name!r} is used twice"
+            )
+        names.add(name)
+        for key in PATH_KEYS:
+            for p in _paths(raw[key], base):
+                if not Path(p).exists():
+                    raise InputError(
+                        f"{_where(path, text, key, 'region', i)}: {key} of region {name!r}: "
+                        f"{p} does not exist"
+                    )
+        aoi = raw.get("aoi")
+        if aoi is not None and not re.fullmatch(r"[-0-9.eE,\s]+(@.+)?", str(aoi)):
+            aoi = _paths(aoi, base)[0]
+            if not Path(aoi).exists():
+                raise InputError(
+                    f"{_where(path, text, 'aoi', 'region', i)}: aoi of region {name!r}: {aoi} does not exist"
+                )
+        out = _paths(raw["out"], base)[0]
+        if out in outs:
+            raise ConfigError(
+                f"{_where(path, text, 'out', 'region', i)}: regions {outs[out]!r} and {name!r} "
+                f"write the same {out}"
+            )
+        outs[out] = name
+        settings = {**defaults, **{k: v for k, v in raw.items() if k in SETTING_KEYS}}
+        optional = {k: _paths(raw[k], base)[0] for k in ("probabilities", "vector", "quicklook") if k in raw}
+        regions.append(
+            RegionSpec(
+                name,
+                _paths(raw["image"], base),
+                _paths(raw["weak_labels"], base),
+                out,
+                aoi,
+                settings=settings,
+                **optional,
+            )
+        )
+    workdir = _paths(job.get("workdir", f"{path.stem}.work"), base)[0]
+    return JobSpec(
+        str(path),
+        tuple(regions),
+        workdir,
+        job.get("scheduler"),
+        bool(job.get("overwrite", False)),
+        bool(job.get("resume", True)),
+    )
+
+
+def prepare_job_region(
+    spec: JobSpec, region: RegionSpec, overwrite: bool, resume: bool, device: str | None
+) -> PreparedRegion:
+    """Check and plan one region of a job (its work dir is ``WORKDIR/NAME``; output folders are made)."""
+    for out in (region.out, region.probabilities, region.vector, region.quicklook):
+        if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+    s = dict(region.settings)
+    legend = s.pop("legend", "chesapeake")
+    if device is not None:
+        s["device"] = device
+    elif s.get("device") in (None, "auto"):
+        import torch
+
+        s["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    bands = s.pop("bands", None)
+    try:
+        return prepare_region(
+            list(region.image),
+            list(region.weak_labels),
+            legend,
+            region.out,
+            aoi=region.aoi,
+            probabilities=region.probabilities,
+            vector=region.vector,
+            quicklook=region.quicklook,
+            workdir=Path(spec.workdir) / region.name,
+            resume=resume,
+            overwrite=overwrite,
+            command=f"geo-ppp run {spec.path}",
+            bands=tuple(bands) if bands else None,
+            **s,
+        )
+    except (InputError, ConfigError) as exc:
+        raise type(exc)(f"region {region.name!r}: {exc}") from exc
+
+
+def run_job(
+    spec: JobSpec | str | os.PathLike[str],
+    *,
+    scheduler: str | None = None,
+    overwrite: bool | None = None,
+    resume: bool | None = None,
+    device: str | None = None,
+    progress: Progress | None = None,
+    infer: Callable[..., np.ndarray] | None = None,
+    echo: Callable[[str], object] = print,
+) -> list[RegionResult]:
+    """Validate and plan every region, run all tiles (on Dask when a scheduler is given), mosaic each region.
+
+    Args:
+        spec: a job spec or its path.
+        scheduler: overrides the spec's ``[job] scheduler`` (None and no spec value: in this process).
+        overwrite: overrides the spec's ``overwrite``.
+        resume: overrides the spec's ``resume``.
+        device: ``cpu`` or ``cuda`` for every region (default: the spec's, else cpu).
+        progress: called once per tile over all regions.
+        infer: replaces the land-cover inference (tests).
+        echo: where region summaries go.
+    """
+    if not isinstance(spec, JobSpec):
+        spec = load_job(spec)
+    scheduler = scheduler or spec.scheduler
+    overwrite = spec.overwrite if overwrite is None else overwrite
+    resume = spec.resume if resume is None else resume
+    # everything is checked and planned before any task is submitted
+    preps = [prepare_job_region(spec, r, overwrite, resume, device) for r in spec.regions]
+    results: list[RegionResult] = []
+    total = sum(len(p.job.tiles) for p in preps)
+    done = [0]
+
+    def tick(region_progress: Progress | None) -> Progress:
+        def inner(_done: int, _total: int, tile: Any, status: str) -> None:
+            done[0] += 1
+            if region_progress is not None:
+                region_progress(done[0], total, tile, status)
+
+        return inner
+
+    if scheduler is None:
+        for prep, region in zip(preps, spec.regions, strict=True):
+            started = time.perf_counter()
+            timings: dict[str, float] = {}
+            report = run_serial(prep.job, prep.job.batches(), tick(progress), timings, infer=infer)
+            results.append(finish_region(prep, report, timings, started))
+            echo(_summary(region, results[-1]))
+        return results
+
+    from distributed import as_completed
+
+    from geo_ppp.pipeline.distributed import DaskRunner
+
+    with DaskRunner(scheduler, infer=infer) as runner:
+        if runner.dashboard:
+            echo(f"Dask dashboard: {runner.dashboard}")
+        for prep in {p.job.prior + "|" + p.job.device: p for p in preps}.values():
+            runner.prepare(prep.job)
+        started = time.perf_counter()
+        owner: dict[str, tuple[int, list[Any]]] = {}
+        pending = []
+        futures = []
+        for i, prep in enumerate(preps):
+            batches = prep.job.batches()
+            fs = runner.submit(prep.job, batches)
+            pending.append(len(fs))
+            for f, b in zip(fs, batches, strict=True):
+                owner[f.key] = (i, b)
+            futures += fs
+        reports: list[dict[str, str]] = [{} for _ in preps]
+        timings_all: list[dict[str, float]] = [{} for _ in preps]
+        step = tick(progress)
+        try:
+            for future in as_completed(futures):
+                i, batch = owner[future.key]
+                out = future.result()
+                for key, value in out["timings"].items():
+                    timings_all[i][key] = timings_all[i].get(key, 0.0) + value
+                for tile in batch:
+                    reports[i][tile.key] = out["report"][tile.key]
+                    step(0, 0, tile, out["report"][tile.key])
+                pending[i] -= 1
+                if pending[i] == 0:
+                    result = finish_region(preps[i], reports[i], timings_all[i], started)
+                    results.append(result)
+                    echo(_summary(spec.regions[i], result))
+        except BaseException:
+            runner.client.cancel(futures)
+            raise
+    return results
+
+
+def _summary(region: RegionSpec, result: RegionResult) -> str:
+    s = result.stats
+    return (
+        f"region {region.name}: wrote {result.out} ({s['ran']} tiles ran, {s['skipped']} skipped, "
+        f"{s['resumed']} resumed)"
+    )
