@@ -533,6 +533,7 @@ def demo(out: Path, data: Path | None, steps: int | None, seed: int, device: str
     """Segment the real sample tiles end to end with the shipped prior and score the map."""
     from geo_ppp.landcover_demo import SAMPLE_TILES, run_landcover_demo
 
+    _set_verbosity(0, False)
     progress = _tile_progress(0, True)
     try:
         report = run_landcover_demo(

@@ -2,12 +2,27 @@
 
 Everything else in geo_ppp takes arrays, tensors and small value objects (a :class:`Grid`, a
 window); only these modules call ``rasterio.open``, ``geopandas.read_file`` or write map products.
+The vector and picture helpers are imported on first use (geopandas and matplotlib are slow to
+import and most commands do not need them).
 """
 
-from geo_ppp.io.quicklook import colorize, write_quicklook
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from geo_ppp.io.rasters import Grid, read_class_raster, read_image, read_labels_on_grid, write_class_map
 from geo_ppp.io.styles import aux_xml_path, qml_path, write_category_names, write_qml
-from geo_ppp.io.vectors import aoi_mask, rasterize_labels, read_aoi, read_vector_labels, write_polygons
+
+_LAZY = {
+    "colorize": "geo_ppp.io.quicklook",
+    "write_quicklook": "geo_ppp.io.quicklook",
+    "aoi_mask": "geo_ppp.io.vectors",
+    "rasterize_labels": "geo_ppp.io.vectors",
+    "read_aoi": "geo_ppp.io.vectors",
+    "read_vector_labels": "geo_ppp.io.vectors",
+    "write_polygons": "geo_ppp.io.vectors",
+}
 
 __all__ = [
     "Grid",
@@ -27,3 +42,9 @@ __all__ = [
     "write_qml",
     "write_quicklook",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'geo_ppp.io' has no attribute {name!r}")
