@@ -38,8 +38,7 @@ def ours(paths: list[Path]) -> tuple[float, int]:
 
 def torchgeo(paths: list[Path]) -> tuple[float, int, float]:
     from torchgeo.datasets import RasterDataset
-    from torchgeo.samplers import GridGeoSampler
-    from torchgeo.samplers import Units
+    from torchgeo.samplers import GridGeoSampler, Units
 
     class Naip(RasterDataset):
         filename_glob = "*.tif"
