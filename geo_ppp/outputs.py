@@ -32,6 +32,8 @@ def check_outputs(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> l
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
         folder = path.parent if str(path.parent) else Path(".")
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"{folder} is a file, not a folder; choose an output path inside a folder")
         if not folder.is_dir():
             raise OutputError(f"output folder {folder} does not exist; create it first")
         if not os.access(folder, os.W_OK):

@@ -657,7 +657,7 @@ BAD_CASES = {
     "batch_size_zero": "--batch-size must be >= 1",
     "workdir_is_a_file": "cannot create the work dir",
     "out_folder_missing": "does not exist",
-    "out_under_a_file": "does not exist",
+    "out_under_a_file": "is a file, not a folder",
     "probabilities_exist": "--overwrite",
 }
 
