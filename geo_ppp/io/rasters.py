@@ -35,6 +35,7 @@ __all__ = [
     "read_image",
     "read_labels_on_grid",
     "read_warped_rows",
+    "read_window",
     "write_class_map",
 ]
 
@@ -349,6 +350,12 @@ def read_decimated(path: str | os.PathLike[str], max_size: int = 1024) -> tuple[
         data = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
         transform = ds.transform @ Affine.scale(ds.width / shape[1], ds.height / shape[0])
         return data, Grid(ds.crs, transform, shape[1], shape[0])
+
+
+def read_window(path: str | os.PathLike[str], y: int, x: int, height: int, width: int) -> np.ndarray:
+    """Band 1 of a raster in the window at pixel (y, x)."""
+    with _open(path, "raster") as ds:
+        return ds.read(1, window=Window(x, y, width, height))
 
 
 def read_warped_rows(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geo_ppp.io.rasters import Grid, RasterWriter, read_decimated, read_warped_rows
+from geo_ppp.io.rasters import Grid, RasterWriter, read_decimated, read_warped_rows, read_window
 from geo_ppp.outputs import write_json
 from geo_ppp.pipeline.mosaic import blend_strip, iter_strips
 from geo_ppp.pipeline.store import TileStore
@@ -126,28 +126,85 @@ def publish(
 
 
 def _quicklook(job: RegionJob, map_path: Path, out: Path, max_size: int = 1024) -> None:
+    """Image, weak labels and map side by side.
+
+    The whole region, decimated; or, for scattered files, a contact sheet of every file's footprint
+    at full resolution (the gaps between them would fill the picture).
+    """
     from dataclasses import replace
 
     from geo_ppp.io.quicklook import colorize, write_quicklook
-    from geo_ppp.io.regions import ImageReader, WeakReader
+    from geo_ppp.io.regions import ImageReader, WeakReader, window_grid
     from geo_ppp.landcover.legends import load_legend
 
-    codes, coarse = read_decimated(map_path, max_size)
-    spec = replace(job.image, work=coarse)
-    with ImageReader(spec) as reader:
-        data, valid = reader.read(0, 0, coarse.height, coarse.width)
-    rgb = np.clip(data[:3].transpose(1, 2, 0), 0, 255).astype(np.uint8)
-    rgb[~valid] = 255
-    with WeakReader(job.weak) as weak_reader:
-        weak = weak_reader.read(coarse)
+    grid = job.image.grid
+    boxes = _sheet_boxes(job, grid, max_size)
+    if boxes is None:
+        codes, coarse = read_decimated(map_path, max_size)
+        windows = [(coarse, codes)]
+    else:
+        windows = [
+            (window_grid(grid, y0, x0, y1 - y0, x1 - x0), read_window(map_path, y0, x0, y1 - y0, x1 - x0))
+            for y0, x0, y1, x1 in boxes
+        ]
     nlcd = load_legend("nlcd")
-    weak_rgb = colorize(np.where(np.isin(weak, nlcd.codes), weak, nlcd.nodata).astype(np.uint8), nlcd)
+    panels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with WeakReader(job.weak) as weak_reader:
+        for win, codes in windows:
+            with ImageReader(replace(job.image, work=win)) as reader:
+                data, valid = reader.read(0, 0, win.height, win.width)
+            rgb = np.clip(data[:3].transpose(1, 2, 0), 0, 255).astype(np.uint8)
+            rgb[~valid] = 255
+            weak = weak_reader.read(win)
+            weak_rgb = colorize(np.where(np.isin(weak, nlcd.codes), weak, nlcd.nodata).astype(np.uint8), nlcd)
+            panels.append((rgb, weak_rgb, codes))
+    rgb, weak_rgb, codes = _contact_sheet(panels, job.legend.nodata)
     write_quicklook(
         out,
         rgb,
         weak_rgb,
         codes,
         job.legend,
-        title=f"{Path(map_path).name} ({job.legend.name})",
+        title=f"{Path(map_path).name} ({job.legend.name})"
+        + (f": the {len(panels)} image files" if len(panels) > 1 else ""),
         weak_title="weak labels (NLCD)",
     )
+
+
+def _sheet_boxes(job: RegionJob, grid: Grid, max_size: int) -> list[tuple[int, int, int, int]] | None:
+    """Pixel boxes of the files on the output grid, when they are scattered, few and small enough."""
+    if job.tiles.footprints is None or len(job.image.footprints) > 16:
+        return None
+    inv = ~grid.transform
+    boxes = []
+    for left, bottom, right, top in job.image.footprints:
+        x0, y0 = inv * (left, top)
+        x1, y1 = inv * (right, bottom)
+        y0, x0 = max(0, round(y0)), max(0, round(x0))
+        y1, x1 = min(grid.height, round(y1)), min(grid.width, round(x1))
+        if y1 - y0 > max_size or x1 - x0 > max_size or y0 >= y1 or x0 >= x1:
+            return None
+        boxes.append((y0, x0, y1, x1))
+    return boxes
+
+
+def _contact_sheet(
+    panels: list[tuple[np.ndarray, np.ndarray, np.ndarray]], nodata: int, gap: int = 8
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lay out (image, weak, codes) triples on a grid of up to 4 columns, white/nodata between."""
+    if len(panels) == 1:
+        return panels[0]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    h = max(p[0].shape[0] for p in panels)
+    w = max(p[0].shape[1] for p in panels)
+    height, width = rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap
+    rgb = np.full((height, width, 3), 255, np.uint8)
+    weak = np.full((height, width, 3), 255, np.uint8)
+    codes = np.full((height, width), nodata, np.uint8)
+    for i, (a, b, c) in enumerate(panels):
+        y, x = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        rgb[y : y + a.shape[0], x : x + a.shape[1]] = a
+        weak[y : y + b.shape[0], x : x + b.shape[1]] = b
+        codes[y : y + c.shape[0], x : x + c.shape[1]] = c
+    return rgb, weak, codes
