@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -169,18 +170,8 @@ class DaskRunner:
 
     def prepare(self, job: RegionJob) -> None:
         """Register the prior plugin (every worker loads the prior now, or the run stops here)."""
-        plugin = PriorPlugin(job.prior, job.device)
-        try:
-            self.client.register_plugin(plugin, name=plugin.name)
-        except SchedulerError:
-            raise
-        except Exception as exc:
-            cause = exc
-            while cause.__cause__ is not None and not isinstance(cause, SchedulerError):
-                cause = cause.__cause__
-            if isinstance(cause, SchedulerError):
-                raise SchedulerError(str(cause)) from exc
-            raise SchedulerError(f"the Dask workers could not load the prior {job.prior!r}: {exc}") from exc
+        # The GPU resource is checked first: on CPU-only workers the plugin would fail to move the
+        # prior to cuda, and the error would blame the prior instead of the missing GPU workers.
         if job.device == "cuda":
             have = self.client.run_on_scheduler(
                 lambda dask_scheduler: sum(w.resources.get("GPU", 0) for w in dask_scheduler.workers.values())
@@ -190,18 +181,40 @@ class DaskRunner:
                     "--device cuda needs workers with a GPU resource; start them with "
                     "`dask worker ADDRESS --resources GPU=1` (one per GPU)"
                 )
+        plugin = PriorPlugin(job.prior, job.device)
+        try:
+            self.client.register_plugin(plugin, name=plugin.name)
+        except Exception as exc:
+            # The scheduler keeps a plugin whose setup failed and runs it on every worker that joins
+            # later (a restarted one included), failing there again: take it back.
+            try:
+                self.client.unregister_worker_plugin(plugin.name)
+            except Exception:  # pragma: no cover - best effort
+                log.debug("could not unregister %s", plugin.name, exc_info=True)
+            if isinstance(exc, SchedulerError):
+                raise
+            cause: BaseException = exc
+            while cause.__cause__ is not None and not isinstance(cause, SchedulerError):
+                cause = cause.__cause__
+            if isinstance(cause, SchedulerError):
+                raise SchedulerError(str(cause)) from exc
+            raise SchedulerError(f"the Dask workers could not load the prior {job.prior!r}: {exc}") from exc
 
     def submit(self, job: RegionJob, batches: list[list[Tile]]) -> list[Any]:
-        """Submit every batch of a region as one task each (keys derived from the job and batch)."""
+        """Submit every batch of a region as one task each (keys: the job's digest, the batch, a token)."""
         text = json.dumps(job.fingerprint(), sort_keys=True, default=str)
         digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+        # A fresh token per submission: the scheduler gives every future of one key the same result,
+        # and the fingerprint leaves out the work dir, so a run of the same job into another (or a
+        # cleared) work dir would take an earlier run's results and never write its own tiles.
+        token = uuid.uuid4().hex[:8]
         resources = {"GPU": 1} if job.device == "cuda" else None
         futures = []
         for i, batch in enumerate(batches):
             futures.append(
                 self.client.submit(
-                    _run_batch_task, job, batch, self.infer, key=f"geo_ppp-{digest}-batch{i:05d}", pure=False,
-                    resources=resources, retries=self.retries,
+                    _run_batch_task, job, batch, self.infer, key=f"geo_ppp-{digest}-batch{i:05d}-{token}",
+                    pure=False, resources=resources, retries=self.retries,
                 )
             )
         return futures

@@ -521,26 +521,39 @@ def segment(
         OutputExistsError: an output exists and ``overwrite`` is false.
     """
     started = time.perf_counter()
-    prep = prepare_region(
-        image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, config=config, steps=steps,
-        tile_size=tile_size, overlap=overlap, batch_size=batch_size, seed=seed, bands=bands, aoi=aoi,
-        label_attribute=label_attribute, probabilities=probabilities, vector=vector, quicklook=quicklook,
-        workdir=workdir, resume=resume, overwrite=overwrite, device=device, command=command,
-    )
-    job = prep.job
-    timings: dict[str, float] = {}
-    batches = job.batches()
-    t0 = time.perf_counter()
-    if runner is None and scheduler is not None:
+    dask_runner = None
+
+    def connect(job: RegionJob) -> None:
+        nonlocal dask_runner
         from geo_ppp.pipeline.distributed import DaskRunner
 
-        with DaskRunner(scheduler, infer=infer) as dask_runner:
+        dask_runner = DaskRunner(scheduler, infer=infer)
+        dask_runner.prepare(job)
+
+    try:
+        # The scheduler is reached (and the prior loaded on its workers) before the work dir is set
+        # up: a malformed or unreachable scheduler, or workers that cannot load the prior, leave nothing.
+        prep = prepare_region(
+            image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, config=config,
+            steps=steps, tile_size=tile_size, overlap=overlap, batch_size=batch_size, seed=seed, bands=bands,
+            aoi=aoi, label_attribute=label_attribute, probabilities=probabilities, vector=vector,
+            quicklook=quicklook, workdir=workdir, resume=resume, overwrite=overwrite, device=device,
+            command=command, before_workdir=connect if runner is None and scheduler is not None else None,
+        )
+        job = prep.job
+        timings: dict[str, float] = {}
+        batches = job.batches()
+        t0 = time.perf_counter()
+        if dask_runner is not None:
             report = dask_runner(job, batches, progress, timings)
-    elif runner is None:
-        report = run_serial(job, batches, progress, timings, infer=infer)
-    else:
-        report = runner(job, batches, progress, timings)
-    timings["tiles_wall"] = time.perf_counter() - t0
+        elif runner is None:
+            report = run_serial(job, batches, progress, timings, infer=infer)
+        else:
+            report = runner(job, batches, progress, timings)
+        timings["tiles_wall"] = time.perf_counter() - t0
+    finally:
+        if dask_runner is not None:
+            dask_runner.close()
     return finish_region(prep, report, timings, started)
 
 
@@ -567,14 +580,21 @@ def prepare_region(
     vector: str | os.PathLike[str] | None = None,
     quicklook: str | os.PathLike[str] | None = None,
     command: str = "",
+    before_workdir: Callable[[RegionJob], None] | None = None,
     **plan_options: Any,
 ) -> PreparedRegion:
-    """Check outputs and inputs, plan the job and set up its work dir (see :func:`segment`)."""
+    """Check outputs and inputs, plan the job and set up its work dir (see :func:`segment`).
+
+    ``before_workdir(job)``, if given, runs between planning and setting up the work dir (a check
+    that must fail before anything is written, such as reaching the Dask scheduler).
+    """
     paths = output_paths(out, probabilities, vector, quicklook)
     check_outputs([p for k, p in paths.items() if k != "aux"], overwrite)
     keep_workdir = workdir is not None
     workdir = Path(workdir) if workdir is not None else paths["map"].with_name(paths["map"].name + ".work")
     job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
+    if before_workdir is not None:
+        before_workdir(job)
     TileStore(workdir, job.fingerprint(), resume=resume)
     return PreparedRegion(job, paths, keep_workdir, command)
 
