@@ -496,7 +496,9 @@ def run_job_command(
         from geo_ppp.pipeline.jobs import prepare_job_region
 
         for region in spec.regions:
-            prep = prepare_job_region(spec, region, overwrite or spec.overwrite, True, _device(device))
+            prep = prepare_job_region(
+                spec, region, overwrite or spec.overwrite, True, _device(device), setup=False
+            )
             click.echo(f"region {region.name}: {len(prep.job.tiles)} tiles -> {region.out}")
         click.echo(f"{spec.path}: {len(spec.regions)} region(s) valid")
         return

@@ -140,9 +140,14 @@ class DaskRunner:
         try:
             if where == "local":
                 n = n or max(1, (os.cpu_count() or 1))
+                # on a GPU machine every local worker may run CUDA tasks: one GPU slot each, so with
+                # local:N and one GPU, up to N batches share it (use local:1 to serialise them)
+                import torch
+
+                gpu = {"GPU": 1} if torch.cuda.is_available() else None
                 self.cluster = LocalCluster(
                     n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                    resources=None, silence_logs=logging.ERROR,
+                    resources=gpu, silence_logs=logging.ERROR,
                 )
                 self.client = Client(self.cluster)
             else:

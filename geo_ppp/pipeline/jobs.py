@@ -268,7 +268,7 @@ def load_job(path: str | os.PathLike[str]) -> JobSpec:
 
 
 def prepare_job_region(
-    spec: JobSpec, region: RegionSpec, overwrite: bool, resume: bool, device: str | None
+    spec: JobSpec, region: RegionSpec, overwrite: bool, resume: bool, device: str | None, setup: bool = True
 ) -> PreparedRegion:
     """Check and plan one region of a job (its work dir is ``WORKDIR/NAME``; output folders are made)."""
     for out in (region.out, region.probabilities, region.vector, region.quicklook):
@@ -297,6 +297,7 @@ def prepare_job_region(
             resume=resume,
             overwrite=overwrite,
             command=f"geo-ppp run {spec.path}",
+            setup_workdir=setup,
             bands=tuple(bands) if bands else None,
             **s,
         )
@@ -332,8 +333,8 @@ def run_job(
     scheduler = scheduler or spec.scheduler
     overwrite = spec.overwrite if overwrite is None else overwrite
     resume = spec.resume if resume is None else resume
-    # everything is checked and planned before any task is submitted
-    preps = [prepare_job_region(spec, r, overwrite, resume, device) for r in spec.regions]
+    # everything is checked and planned before anything is written or submitted
+    preps = [prepare_job_region(spec, r, overwrite, resume, device, setup=False) for r in spec.regions]
     results: list[RegionResult] = []
     total = sum(len(p.job.tiles) for p in preps)
     done = [0]
@@ -347,6 +348,8 @@ def run_job(
         return inner
 
     if scheduler is None:
+        for prep in preps:
+            prep.setup()
         for prep, region in zip(preps, spec.regions, strict=True):
             started = time.perf_counter()
             timings: dict[str, float] = {}
@@ -364,6 +367,8 @@ def run_job(
             echo(f"Dask dashboard: {runner.dashboard}")
         for prep in {p.job.prior + "|" + p.job.device: p for p in preps}.values():
             runner.prepare(prep.job)
+        for prep in preps:  # the scheduler is reachable and the workers hold the prior: now write
+            prep.setup()
         started = time.perf_counter()
         owner: dict[str, tuple[int, list[Any]]] = {}
         pending = []

@@ -565,6 +565,11 @@ class PreparedRegion:
     paths: dict[str, Path]
     keep_workdir: bool
     command: str = ""
+    resume: bool = True
+
+    def setup(self) -> None:
+        """Set up the work dir (refuses one that holds another run's tiles unless ``resume`` is off)."""
+        TileStore(self.job.workdir, self.job.fingerprint(), resume=self.resume)
 
 
 def prepare_region(
@@ -581,12 +586,14 @@ def prepare_region(
     quicklook: str | os.PathLike[str] | None = None,
     command: str = "",
     before_workdir: Callable[[RegionJob], None] | None = None,
+    setup_workdir: bool = True,
     **plan_options: Any,
 ) -> PreparedRegion:
     """Check outputs and inputs, plan the job and set up its work dir (see :func:`segment`).
 
     ``before_workdir(job)``, if given, runs between planning and setting up the work dir (a check
-    that must fail before anything is written, such as reaching the Dask scheduler).
+    that must fail before anything is written, such as reaching the Dask scheduler). With
+    ``setup_workdir=False`` nothing is written at all; call :meth:`PreparedRegion.setup` later.
     """
     paths = output_paths(out, probabilities, vector, quicklook)
     check_outputs([p for k, p in paths.items() if k != "aux"], overwrite)
@@ -595,8 +602,10 @@ def prepare_region(
     job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
     if before_workdir is not None:
         before_workdir(job)
-    TileStore(workdir, job.fingerprint(), resume=resume)
-    return PreparedRegion(job, paths, keep_workdir, command)
+    prep = PreparedRegion(job, paths, keep_workdir, command, resume)
+    if setup_workdir:
+        prep.setup()
+    return prep
 
 
 def finish_region(
