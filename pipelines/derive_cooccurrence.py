@@ -11,7 +11,12 @@ Run from the repository root:  python pipelines/derive_cooccurrence.py [--source
    ``enviroatlas.json``: the mean of the four cities' matrices over the union of their columns; a
    column is averaged over the cities that have it.
 2. ``chesapeake.json``: counted over the sample tiles (``--tiles``): Chesapeake 7-class truth vs the
-   30 m NLCD reprojected onto the truth grid, through the same function as ``geo-ppp cooccurrence``.
+   30 m NLCD reprojected onto the truth grid, through the same function as ``geo-ppp cooccurrence``,
+   with the EnviroAtlas average (its 5 classes folded onto the Chesapeake 4: water -> water,
+   impervious and barren -> built, trees -> tree canopy, grass -> low vegetation) blended in as
+   ``--prior-weight`` pseudo-pixels per NLCD class. The sample tiles hold only six NLCD classes (no
+   water, no developed 22-24): without the prior a map of any other place would stop on "unknown
+   codes", and NLCD 22-24 would never predict built.
 """
 
 from __future__ import annotations
@@ -35,14 +40,20 @@ NLCD_COLUMNS = (0, 11, 12, 21, 22, 23, 24, 31, 41, 42, 43, 52, 71, 81, 82, 90, 9
 CITIES = {
     "pa": ("avg_nlcd_pa_whole_city_label_cooccurrences.npy", "Pittsburgh, PA"),
     "nc": ("avg_nlcd_nc_whole_city_label_cooccurrences.npy", "Durham, NC"),
-    "austin_tx": ("avg_nlcd_austin_tx_whole_city_no_ag_label_cooccurrences.npy",
-                  "Austin, TX (agricultural tiles excluded)"),
-    "az": ("avg_nlcd_az_whole_city_no_ag_label_cooccurrences.npy",
-           "Phoenix, AZ (agricultural tiles excluded)"),
+    "austin_tx": (
+        "avg_nlcd_austin_tx_whole_city_no_ag_label_cooccurrences.npy",
+        "Austin, TX (agricultural tiles excluded)",
+    ),
+    "az": (
+        "avg_nlcd_az_whole_city_no_ag_label_cooccurrences.npy",
+        "Phoenix, AZ (agricultural tiles excluded)",
+    ),
 }
-ORIGIN = ("Rolf et al. 2022, 'Resolving label uncertainty with implicit posterior models', github "
-          "estherrolf/implicit-posterior qr_for_landcover/compute_priors/cooccurrence_matrices/enviroatlas "
-          "(commit fcb81f6c2d78618dc9dfb79516c963c04dcfc0c8)")
+ORIGIN = (
+    "Rolf et al. 2022, 'Resolving label uncertainty with implicit posterior models', github "
+    "estherrolf/implicit-posterior qr_for_landcover/compute_priors/cooccurrence_matrices/enviroatlas "
+    "(commit fcb81f6c2d78618dc9dfb79516c963c04dcfc0c8)"
+)
 
 
 def collapse_enviroatlas(
@@ -109,7 +120,8 @@ def enviroatlas_matrices(source: Path, out: Path) -> list[Path]:
             "P(EnviroAtlas 5-class | NLCD), the unweighted mean of the four city matrices enviroatlas-pa "
             "(Pittsburgh), -nc (Durham), -austin_tx (Austin) and -az (Phoenix), each derived from "
             f"{ORIGIN} as described in its own file. Columns are the union of the cities' NLCD codes; each "
-            "column is the mean over the cities that have it" + (f" ({note})" if note else "")
+            "column is the mean over the cities that have it"
+            + (f" ({note})" if note else "")
             + ". Built by pipelines/derive_cooccurrence.py."
         ),
     )
@@ -119,23 +131,69 @@ def enviroatlas_matrices(source: Path, out: Path) -> list[Path]:
     return written
 
 
-def chesapeake_matrix(tiles: Path, out: Path, smoothing: float = 1.0) -> Path:
-    """Count the Chesapeake matrix over the sample tiles' truth and NLCD rasters."""
+#: EnviroAtlas 5-class code -> Chesapeake 4-class code (barren counts as built in the chesapeake legend)
+ENVIROATLAS_TO_CHESAPEAKE = {1: 1, 2: 4, 3: 4, 4: 2, 5: 3}
+
+
+#: NLCD classes the EnviroAtlas cities never hold (Alaska-only classes, ice) -> the nearest class they do
+NLCD_STAND_INS = {12: 31, 51: 52, 72: 71, 73: 71, 74: 71}
+
+
+def enviroatlas_as_chesapeake(average: Cooccurrence) -> Cooccurrence:
+    """Fold the EnviroAtlas matrix's target classes onto the Chesapeake legend; add stand-in columns."""
+    legend = load_legend("chesapeake")
+    matrix = np.zeros((legend.num_classes, len(average.source_codes)))
+    for i, code in enumerate(average.target_codes):
+        matrix[legend.codes.index(ENVIROATLAS_TO_CHESAPEAKE[code])] += average.matrix[i]
+    codes = list(average.source_codes)
+    columns = [matrix[:, j] for j in range(matrix.shape[1])]
+    for code, like in NLCD_STAND_INS.items():
+        if code not in codes:
+            codes.append(code)
+            columns.append(matrix[:, average.source_codes.index(like)])
+    order = np.argsort(codes)
+    return Cooccurrence(
+        "chesapeake",
+        tuple(int(codes[i]) for i in order),
+        legend.codes,
+        np.stack([columns[i] for i in order], 1),
+        "EnviroAtlas average, folded",
+    )
+
+
+def chesapeake_matrix(
+    tiles: Path,
+    out: Path,
+    smoothing: float = 1.0,
+    prior: Cooccurrence | None = None,
+    prior_weight: float = 0.0,
+) -> Path:
+    """Count the Chesapeake matrix over the sample tiles' truth and NLCD rasters (+ the prior)."""
     truth = sorted((tiles / "truth").glob("patch*.tif"))
     if not truth:
         raise SystemExit(f"no truth rasters under {tiles / 'truth'}; build them with sample_tiles/build.py")
     weak = [tiles / "nlcd" / p.name for p in truth]
     co = estimate_cooccurrence_from_files(
-        truth, weak, "chesapeake", smoothing=smoothing,
+        truth,
+        weak,
+        "chesapeake",
+        smoothing=smoothing,
         description=(
             f"P(Chesapeake 4-class | NLCD 2011) counted over the {len(truth)} sample tiles "
             "(sample_tiles/truth/patch*.tif vs sample_tiles/nlcd/patch*.tif: real Chesapeake Land Cover 1 m "
             "truth of NAIP tile m_3708020_sw_17_1, West Virginia, 7-class codes remapped by the chesapeake "
             "legend, against the 30 m NLCD reprojected onto the truth grid, nearest neighbour), "
-            f"pseudo-count {smoothing} per cell. "
-            "Only the NLCD classes seen in these tiles are covered; estimate a matrix for other areas with "
-            "`geo-ppp cooccurrence`. Built by pipelines/derive_cooccurrence.py."
+            f"pseudo-count {smoothing} per cell; blended with the EnviroAtlas average matrix "
+            "(enviroatlas.json, the four cities of Rolf et al. 2022) folded onto these 4 classes "
+            "(water, impervious and barren -> built, trees -> tree canopy, grass -> low vegetation), "
+            f"weighted as {prior_weight:g} pixels per NLCD class, so that NLCD classes absent from the "
+            "tiles (11, 22-24, 31, 43, 52, 90, 95) are covered; the classes no EnviroAtlas city holds "
+            f"take a stand-in's column (NLCD {NLCD_STAND_INS}). "
+            "Estimate a matrix for your own area with `geo-ppp cooccurrence`. Built by "
+            "pipelines/derive_cooccurrence.py."
         ),
+        prior=prior,
+        prior_weight=prior_weight,
     )
     path = out / "chesapeake.json"
     co.save(path)
@@ -153,10 +211,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--smoothing", type=float, default=1.0, help="pseudo-count of the Chesapeake matrix")
+    parser.add_argument(
+        "--prior-weight",
+        type=float,
+        default=900.0,
+        help="pixels' worth of the folded EnviroAtlas matrix per NLCD class (900 = one 30 m cell)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     written = enviroatlas_matrices(args.source, args.out)
-    written.append(chesapeake_matrix(args.tiles, args.out, args.smoothing))
+    prior = enviroatlas_as_chesapeake(load_cooccurrence(args.out / "enviroatlas.json"))
+    written.append(chesapeake_matrix(args.tiles, args.out, args.smoothing, prior, args.prior_weight))
     for path in written:
         co = load_cooccurrence(path)
         co.check_legend(load_legend(co.legend))

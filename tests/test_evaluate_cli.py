@@ -159,10 +159,13 @@ def test_cooccurrence_command_matches_the_library(tmp_path):
 
 
 def test_shipped_chesapeake_matrix_is_the_sample_tile_estimate():
+    """On the NLCD classes the sample tiles hold, the shipped matrix is their estimate (the EnviroAtlas
+    prior weighs one 30 m cell per class, so it only moves rarely seen classes, and by little)."""
     co = estimate_cooccurrence_from_files(TRUTH, NLCD, "chesapeake", smoothing=1.0)
     shipped = load_cooccurrence("chesapeake")
-    assert shipped.source_codes == co.source_codes
-    assert np.allclose(shipped.matrix, co.matrix, atol=1e-5)
+    assert set(co.source_codes) < set(shipped.source_codes)
+    for j, code in enumerate(co.source_codes):
+        assert np.abs(shipped.matrix[:, shipped.source_codes.index(code)] - co.matrix[:, j]).max() < 0.06
     # NLCD deciduous forest is mostly tree canopy in these tiles
     assert shipped.matrix[1, shipped.source_codes.index(41)] > 0.8
 

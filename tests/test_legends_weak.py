@@ -306,3 +306,17 @@ def test_estimate_cooccurrence_errors():
         estimate_cooccurrence([(np.full((4, 4), 15, np.uint8), np.full((4, 4), 41, np.uint8))], legend)
     with pytest.raises(ConfigError, match=r"\[9\]"):
         estimate_cooccurrence([(np.full((4, 4), 9, np.uint8), np.full((4, 4), 41, np.uint8))], legend)
+
+
+def test_shipped_chesapeake_matrix_covers_every_common_nlcd_class() -> None:
+    """A new region must not stop on 'unknown codes': the EnviroAtlas prior fills what the tiles lack,
+    while the classes the sample tiles do hold keep their local estimate."""
+    from geo_ppp.landcover.weak import load_cooccurrence
+
+    co = load_cooccurrence("chesapeake")
+    assert set(load_legend("nlcd").codes) <= set(co.source_codes)
+    col = dict(zip(co.source_codes, co.matrix.T, strict=True))
+    assert col[11].argmax() == 0  # open water -> water
+    assert col[24].argmax() == 3  # developed, high intensity -> built
+    assert col[41].argmax() == 1  # deciduous forest -> tree canopy (local estimate)
+    assert col[71][2] > 0.9  # grassland -> low vegetation (local estimate, 0.98 before the blend)

@@ -103,6 +103,8 @@ def estimate_cooccurrence_from_files(
     legend: str | PathLike | Legend,
     smoothing: float = 1.0,
     description: str | None = None,
+    prior: Cooccurrence | None = None,
+    prior_weight: float = 0.0,
 ) -> Cooccurrence:
     """Estimate ``P(target class | weak code)`` from pairs of (truth, weak-label) rasters.
 
@@ -116,6 +118,9 @@ def estimate_cooccurrence_from_files(
         legend: target legend (name, JSON path or :class:`Legend`).
         smoothing: pseudo-count added to every cell of the count matrix.
         description: recorded in the matrix (default: says how and from which files it was made).
+        prior: a matrix for the same legend blended in as ``prior_weight`` pseudo-pixels per column
+            (see :func:`~geo_ppp.landcover.weak.estimate_cooccurrence`).
+        prior_weight: pixels' worth of ``prior`` per column.
 
     Raises:
         ConfigError: different numbers of truth and weak files, no pair, or unknown truth codes.
@@ -151,4 +156,4 @@ def estimate_cooccurrence_from_files(
                         for t, w in zip(truth_paths, weak_paths, strict=True))
         )
     return estimate_cooccurrence(pairs, legend, source_nodata=weak_nodata, smoothing=smoothing,
-                                 description=description)
+                                 description=description, prior=prior, prior_weight=prior_weight)

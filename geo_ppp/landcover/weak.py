@@ -140,6 +140,8 @@ def estimate_cooccurrence(
     source_nodata: int | None = 0,
     smoothing: float = 1.0,
     description: str = "",
+    prior: Cooccurrence | None = None,
+    prior_weight: float = 0.0,
 ) -> Cooccurrence:
     """Count ``P(target | source)`` over aligned (target labels, source codes) arrays.
 
@@ -149,6 +151,9 @@ def estimate_cooccurrence(
         source_nodata: source code to skip.
         smoothing: pseudo-count added to every cell (keeps rare columns from being all-or-nothing).
         description: recorded in the file.
+        prior: a matrix for the same legend whose columns are added as ``prior_weight`` pseudo-pixels:
+            codes rarely or never seen in ``pairs`` fall back on it, well-sampled ones follow the counts.
+        prior_weight: pixels' worth of ``prior`` per column.
     """
     counts: dict[int, np.ndarray] = {}
     for target, source in pairs:
@@ -165,6 +170,11 @@ def estimate_cooccurrence(
             counts[int(code)] += np.bincount(idx[sel], minlength=legend.num_classes)
     if not counts:
         raise ConfigError("no pixel has both a target label and a source code; are the rasters aligned?")
+    if prior is not None and prior_weight > 0:
+        prior.check_legend(legend)
+        for j, code in enumerate(prior.source_codes):
+            counts.setdefault(int(code), np.zeros(legend.num_classes))
+            counts[int(code)] = counts[int(code)] + prior_weight * prior.matrix[:, j]
     codes = sorted(counts)
     matrix = np.stack([counts[c] + smoothing for c in codes], axis=1)
     return Cooccurrence(legend.name, tuple(codes), tuple(legend.codes), matrix, description)
