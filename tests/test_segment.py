@@ -148,7 +148,7 @@ def test_segment_bad_input(tmp_path: Path, tiny_lc_prior: Path, case: str, expec
         with rasterio.open(NLCD) as src:
             codes = src.read()
             profile = src.profile
-        codes[codes == 41] = 95
+        codes[codes == 41] = 99  # not an NLCD class
         with rasterio.open(tmp_path / "weak.tif", "w", **profile) as dst:
             dst.write(codes)
         weak = tmp_path / "weak.tif"
