@@ -226,11 +226,14 @@ def weak_distribution(
             f"{list(cooccurrence.source_codes)}); pass --cooccurrence with a matrix that covers them, for "
             "example one estimated with `geo-ppp cooccurrence`"
         )
-    onehot = (src[:, None] == known.view(1, -1, 1, 1)).float() * valid[:, None].float()
+    # only the codes present get a channel: blurring costs one pass per channel, and a matrix may know
+    # twenty codes of which a tile holds three
+    onehot = (src[:, None] == present.view(1, -1, 1, 1)).float() * valid[:, None].float()
     mass = gaussian_blur(torch.cat([onehot, valid[:, None].float()], 1), sigma)
     blurred, weight = mass[:, :-1], mass[:, -1:]
     matrix = torch.as_tensor(cooccurrence.matrix, dtype=torch.float32, device=device)
     mean_col = matrix.mean(1).view(1, -1, 1, 1)
-    dist = torch.einsum("ks,bshw->bkhw", matrix, blurred / weight.clamp_min(1e-6))
+    columns = (present[:, None] == known[None]).long().argmax(1)  # every present code is known (checked)
+    dist = torch.einsum("ks,bshw->bkhw", matrix[:, columns], blurred / weight.clamp_min(1e-6))
     dist = torch.where(weight > 1e-3, dist, mean_col.expand_as(dist))
     return dist / dist.sum(1, keepdim=True).clamp_min(1e-12)
