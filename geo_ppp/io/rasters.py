@@ -30,6 +30,7 @@ from geo_ppp.landcover.legends import Legend
 __all__ = [
     "Grid",
     "RasterWriter",
+    "gdal_env",
     "read_class_raster",
     "read_decimated",
     "read_image",
@@ -65,6 +66,15 @@ class Grid:
             "width": self.width,
             "height": self.height,
         }
+
+
+#: GDAL's block cache for a run (its default, 5 % of RAM, lets a long run's resident memory grow by GBs)
+GDAL_CACHE_MB = 256
+
+
+def gdal_env(cache_mb: int = GDAL_CACHE_MB) -> rasterio.Env:
+    """The GDAL settings of a run: a bounded block cache (use as a context manager)."""
+    return rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20)
 
 
 def _open(path: str | os.PathLike[str], what: str) -> rasterio.DatasetReader:

@@ -34,6 +34,7 @@ import torch
 
 from geo_ppp.core.weights import Prior, load_prior
 from geo_ppp.errors import InputError
+from geo_ppp.io.rasters import gdal_env
 from geo_ppp.io.regions import (
     ImageReader,
     ImageSpec,
@@ -248,7 +249,17 @@ def run_batch(
     Returns:
         tile key -> ``ran``, ``skipped`` or ``resumed``.
     """
-    timings = {} if timings is None else timings
+    with gdal_env():
+        return _run_batch(job, batch, infer, readers, {} if timings is None else timings)
+
+
+def _run_batch(
+    job: RegionJob,
+    batch: Sequence[Tile],
+    infer: Callable[..., np.ndarray] | None,
+    readers: tuple[ImageReader, WeakReader] | None,
+    timings: dict[str, float],
+) -> dict[str, str]:
     store = TileStore.open_existing(job.workdir)
     status = {t.key: store.status(t) for t in batch}
     todo = [t for t in batch if status[t.key] is None]
@@ -624,7 +635,8 @@ def finish_region(
 
     resolved = resolved_config(job, prep.paths, prep.command)
     t0 = time.perf_counter()
-    publish(job, prep.paths, resolved, timings)
+    with gdal_env():
+        publish(job, prep.paths, resolved, timings)
     timings["publish"] = time.perf_counter() - t0
     if not prep.keep_workdir:
         shutil.rmtree(job.workdir, ignore_errors=True)
@@ -649,6 +661,8 @@ def run_serial(
     total = len(job.tiles)
     readers = (ImageReader(job.image), WeakReader(job.weak))
     inferrer = infer
+    env = gdal_env()
+    env.__enter__()
     try:
         for batch in batches:
             if inferrer is None and any(
@@ -665,6 +679,7 @@ def run_serial(
     finally:
         readers[0].close()
         readers[1].close()
+        env.__exit__(None, None, None)
     return report
 
 
