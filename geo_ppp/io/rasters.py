@@ -69,7 +69,7 @@ class Grid:
 
 
 #: GDAL's block cache for a run (its default, 5 % of RAM, lets a long run's resident memory grow by GBs)
-GDAL_CACHE_MB = 256
+GDAL_CACHE_MB = 64
 
 
 def gdal_env(cache_mb: int = GDAL_CACHE_MB) -> rasterio.Env:
