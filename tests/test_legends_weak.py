@@ -320,3 +320,22 @@ def test_shipped_chesapeake_matrix_covers_every_common_nlcd_class() -> None:
     assert col[24].argmax() == 3  # developed, high intensity -> built
     assert col[41].argmax() == 1  # deciduous forest -> tree canopy (local estimate)
     assert col[71][2] > 0.9  # grassland -> low vegetation (local estimate, 0.98 before the blend)
+
+
+def test_weak_distribution_at_the_prior_resolution_matches_pooling_the_full_one() -> None:
+    """Pool-then-blur at 4 m is the 1 m blur pooled, up to the box filter (far narrower than sigma)."""
+    import rasterio
+    from torch.nn import functional as F
+
+    from geo_ppp.io import Grid, read_labels_on_grid
+    from geo_ppp.landcover.weak import load_cooccurrence, weak_distribution
+
+    naip = TILES / "naip" / "patch3.tif"
+    with rasterio.open(naip) as ds:
+        grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
+    codes, nodata = read_labels_on_grid(TILES / "nlcd" / "patch3.tif", grid)
+    co = load_cooccurrence("chesapeake")
+    full = weak_distribution(codes, co, 31.0, nodata)
+    coarse = weak_distribution(codes, co, 31.0, nodata, downsample=4)
+    assert coarse.shape == (1, 4, 64, 64)
+    assert (F.avg_pool2d(full, 4) - coarse).abs().max() < 0.02

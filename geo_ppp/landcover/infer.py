@@ -137,17 +137,24 @@ class WindowResult:
     weak: torch.Tensor
 
 
+def _upsample(p: torch.Tensor, factor: int) -> torch.Tensor:
+    """Bilinear upsampling of class probabilities, renormalised."""
+    if factor == 1:
+        return p
+    up = F.interpolate(p, scale_factor=factor, mode="bilinear", align_corners=False)
+    return up / up.sum(1, keepdim=True).clamp_min(1e-12)
+
+
 def coarse_inputs(
-    image: torch.Tensor, weak: torch.Tensor, valid: torch.Tensor, factor: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Average-pool image, weak distribution and mask by ``factor`` (masked means)."""
+    image: torch.Tensor, valid: torch.Tensor, factor: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool image and mask by ``factor``: (masked-mean image, mask of cells > half valid)."""
     v = valid.float()
     if factor == 1:
-        return image, weak, v
+        return image, v
     pv = F.avg_pool2d(v, factor)
     img = F.avg_pool2d(image * v, factor) / pv.clamp_min(1e-6)
-    wk = F.avg_pool2d(weak, factor)
-    return img, wk / wk.sum(1, keepdim=True).clamp_min(1e-12), (pv > 0.5).float()
+    return img, (pv > 0.5).float()
 
 
 def _texture(image: torch.Tensor, radius: int) -> torch.Tensor:
@@ -237,10 +244,13 @@ def infer_windows(
         raise ShapeError(f"window {h}x{w} is not a multiple of the prior's cell ({factor} pixels)")
     image = image.to(device).float()
     valid = valid.to(device)
-    weak = weak_distribution(
-        weak_codes, cooccurrence, config.weak_sigma_m / resolution_m, weak_nodata, device
+    # the weak distribution is computed at the prior's resolution (its blur is far wider than a cell)
+    # and upsampled for the 1 m refinement
+    weak_c = weak_distribution(
+        weak_codes, cooccurrence, config.weak_sigma_m / resolution_m, weak_nodata, device, downsample=factor
     )
-    img_c, weak_c, valid_c = coarse_inputs(image, weak, valid, factor)
+    img_c, valid_c = coarse_inputs(image, valid, factor)
+    weak = _upsample(weak_c, factor)
     clusters = local_gmm(image_features(img_c), config.cluster_config(), valid_c)
     clock.lap("clustering")
 
@@ -264,8 +274,7 @@ def infer_windows(
     clock.lap("pnp")
     relax.on_step(1.0)
     coarse = relax(x) * valid_c + (1 - valid_c) * weak_c
-    up = F.interpolate(coarse, scale_factor=factor, mode="bilinear", align_corners=False)
-    up = up / up.sum(1, keepdim=True).clamp_min(1e-12)
+    up = _upsample(coarse, factor)
     probs = refine_full_resolution(image, up, weak, valid, config) if config.refine else up
     clock.lap("refine")
     return WindowResult(probabilities=probs, coarse=coarse, weak=weak)
