@@ -255,3 +255,13 @@ def test_footprint_grids_cover_every_footprint_pixel_and_blend_like_regular_ones
     probs, valid = blend_strip(grid, 0, height, lambda t: field, 2)
     assert np.array_equal(valid, covered)
     assert np.allclose(probs[:, valid], field[:, :1, 0].repeat(valid.sum(), 1), atol=1e-5)
+
+
+@FAST
+@given(st.integers(1, 6), st.integers(1, 20), st.integers(1, 20), st.integers(0, 2**31 - 1))
+def test_argmax_over_classes_matches_numpy_including_ties(k: int, h: int, w: int, seed: int) -> None:
+    from geo_ppp.pipeline.publish import _argmax0
+
+    rng = np.random.default_rng(seed)
+    p = rng.integers(0, 3, (k, h, w)).astype(np.float32)  # few values: many ties
+    assert np.array_equal(_argmax0(p), p.argmax(0))

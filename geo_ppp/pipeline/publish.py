@@ -31,6 +31,20 @@ log = logging.getLogger(__name__)
 STRIP = 512
 
 
+def _argmax0(p: np.ndarray) -> np.ndarray:
+    """``p.argmax(0)`` for (K, H, W), as K elementwise passes (numpy's strided reduction is 5x slower).
+
+    Ties go to the lowest class, as with ``argmax``.
+    """
+    best = p[0].copy()
+    index = np.zeros(p.shape[1:], np.int64)
+    for k in range(1, p.shape[0]):
+        better = p[k] > best
+        index[better] = k
+        np.maximum(best, p[k], out=best)
+    return index
+
+
 def _writers(job: RegionJob, grid: Grid, map_path: Path, prob_path: Path | None) -> tuple[RasterWriter, Any]:
     legend = job.legend
     tags = {"GEO_PPP_SEED": str(job.seed), "GEO_PPP_PRIOR": job.prior}
@@ -56,8 +70,13 @@ def _mosaic(job: RegionJob, map_path: Path, prob_path: Path | None) -> None:
     writer, probs_writer = _writers(job, work, map_path, prob_path)
     try:
         for y0, y1 in iter_strips(work.height, STRIP):
+            if not job.tiles.tiles_touching(y0, y1):  # scattered files: strips between them are nodata
+                writer.write(y0, np.full((y1 - y0, work.width), legend.nodata, np.uint8))
+                if probs_writer is not None:
+                    probs_writer.write(y0, np.zeros((legend.num_classes, y1 - y0, work.width), np.uint8))
+                continue
             probs, valid = blend_strip(job.tiles, y0, y1, store.load, legend.num_classes)
-            index = probs.argmax(0)
+            index = _argmax0(probs)
             index[~valid] = -1
             writer.write(y0, legend.to_codes(index))
             if probs_writer is not None:
