@@ -225,6 +225,32 @@ def _cached_wkt(text: str, loads: Callable[[str], Any]) -> Any:
     return loads(text)
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_readers(image: ImageSpec, weak: WeakSpec, stamps: tuple) -> tuple[ImageReader, WeakReader]:
+    return ImageReader(image), WeakReader(weak)
+
+
+def _stamps(paths: Sequence[str]) -> tuple:
+    """(size, mtime) of each file: a file replaced since it was opened gets new readers."""
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _process_readers(job: RegionJob) -> tuple[ImageReader, WeakReader]:
+    """Readers kept open in this process across batches of a region (a Dask worker runs many).
+
+    The files stay open for the life of the process (at most 4 regions' worth): a batch then costs
+    its reads, not opening every file and building its warped VRTs again.
+    """
+    return _cached_readers(job.image, job.weak, _stamps([*job.image.paths, *job.weak.paths]))
+
+
 def run_batch(
     job: RegionJob,
     batch: Sequence[Tile],
@@ -243,7 +269,7 @@ def run_batch(
         job: the region job.
         batch: tiles of one batch of :meth:`RegionJob.batches`.
         infer: replaces the land-cover inference (same signature as :class:`TileInferrer`).
-        readers: open readers to reuse (default: opened and closed here).
+        readers: open readers to use (default: this process's cached readers of the region).
         timings: seconds per stage are added to it.
 
     Returns:
@@ -265,46 +291,40 @@ def _run_batch(
     todo = [t for t in batch if status[t.key] is None]
     if not todo:
         return {t.key: "resumed" for t in batch}
-    own = readers is None
-    image_reader, weak_reader = readers or (ImageReader(job.image), WeakReader(job.weak))
-    try:
-        size = job.tiles.size
+    image_reader, weak_reader = readers if readers is not None else _process_readers(job)
+    size = job.tiles.size
+    t0 = time.perf_counter()
+    images, valids, weaks, tiles = [], [], [], []
+    report: dict[str, str] = {}
+    for tile in batch:
+        data, valid = image_reader.read(tile.y, tile.x, size, size)
+        mask = _aoi_mask(job, tile)
+        if mask is not None:
+            valid &= mask
+        if not valid.any():
+            if status[tile.key] is None:
+                store.mark_skipped(tile)
+            report[tile.key] = "skipped" if status[tile.key] is None else "resumed"
+            continue
+        weak = weak_reader.read(window_grid(job.image.work, tile.y, tile.x, size, size))
+        images.append(data)
+        valids.append(valid)
+        weaks.append(weak)
+        tiles.append(tile)
+    timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
+    if tiles:
+        infer = infer or TileInferrer(job)
+        seeds = [tile_seed(job.seed, t.y, t.x) for t in tiles]
+        probs = infer(np.stack(images), np.stack(valids), np.stack(weaks), seeds, timings)
         t0 = time.perf_counter()
-        images, valids, weaks, tiles = [], [], [], []
-        report: dict[str, str] = {}
-        for tile in batch:
-            data, valid = image_reader.read(tile.y, tile.x, size, size)
-            mask = _aoi_mask(job, tile)
-            if mask is not None:
-                valid &= mask
-            if not valid.any():
-                if status[tile.key] is None:
-                    store.mark_skipped(tile)
-                report[tile.key] = "skipped" if status[tile.key] is None else "resumed"
-                continue
-            weak = weak_reader.read(window_grid(job.image.work, tile.y, tile.x, size, size))
-            images.append(data)
-            valids.append(valid)
-            weaks.append(weak)
-            tiles.append(tile)
-        timings["read"] = timings.get("read", 0.0) + time.perf_counter() - t0
-        if tiles:
-            infer = infer or TileInferrer(job)
-            seeds = [tile_seed(job.seed, t.y, t.x) for t in tiles]
-            probs = infer(np.stack(images), np.stack(valids), np.stack(weaks), seeds, timings)
-            t0 = time.perf_counter()
-            for tile, p, v in zip(tiles, probs, valids, strict=True):
-                if status[tile.key] is None:
-                    store.save(tile, p * v)
-                    report[tile.key] = "ran"
-                else:
-                    report[tile.key] = "resumed"
-            timings["write_tiles"] = timings.get("write_tiles", 0.0) + time.perf_counter() - t0
-        return report
-    finally:
-        if own:
-            image_reader.close()
-            weak_reader.close()
+        for tile, p, v in zip(tiles, probs, valids, strict=True):
+            if status[tile.key] is None:
+                store.save(tile, p * v)
+                report[tile.key] = "ran"
+            else:
+                report[tile.key] = "resumed"
+        timings["write_tiles"] = timings.get("write_tiles", 0.0) + time.perf_counter() - t0
+    return report
 
 
 # -- planning -----------------------------------------------------------------------------------
