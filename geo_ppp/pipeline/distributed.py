@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import dask
 import numpy as np
 
 from geo_ppp.errors import GeoPPPError, InputError
@@ -56,6 +57,23 @@ def parse_scheduler(text: str) -> tuple[str, int | None]:
             raise InputError(f"--scheduler {text!r}: give local, local:N with N >= 1, or a scheduler address")
         return "local", n
     return text, None
+
+
+#: dask's config key for the environment of worker processes, set before they start
+WORKER_ENV_KEY = "distributed.nanny.pre-spawn-environ"
+#: glibc settings for worker processes. Dask sets MALLOC_TRIM_THRESHOLD_ (64 kB) for its workers,
+#: and setting it switches off glibc's adaptive mmap threshold: every tensor above 128 kB is then
+#: mmap-ed and unmapped again, and torch frees and re-allocates tensors of tens of MB at every step,
+#: so each step page-faults its memory back in. Measured: tiles 1.5-1.8x slower than in the client
+#: process. A fixed 32 MB mmap threshold (and a 256 MB trim threshold) keeps that memory in the heap.
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": 256 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
+
+
+def worker_environ() -> dict[str, object]:
+    """Dask's worker environment with the glibc settings above (threads stay at 1 per worker)."""
+    env = dict(dask.config.get(WORKER_ENV_KEY, {}) or {})
+    env.update(MALLOC_ENV)
+    return env
 
 
 def _set_threads(nthreads: int) -> None:
@@ -145,10 +163,11 @@ class DaskRunner:
                 import torch
 
                 gpu = {"GPU": 1} if torch.cuda.is_available() else None
-                self.cluster = LocalCluster(
-                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                    resources=gpu, silence_logs=logging.ERROR,
-                )
+                with dask.config.set({WORKER_ENV_KEY: worker_environ()}):
+                    self.cluster = LocalCluster(
+                        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                        resources=gpu, silence_logs=logging.ERROR,
+                    )
                 self.client = Client(self.cluster)
             else:
                 self.client = Client(where, timeout=timeout)
