@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TILES = ROOT / "sample_tiles"
 NAIP = TILES / "naip" / "patch0.tif"
 NLCD = TILES / "nlcd" / "patch0.tif"
-CLIPS = ROOT.parent / "shared" / "data" / "naip-clips"
-NAIP_06 = CLIPS / "m_3211605_ne_11_060_20200415.tif"  # 0.6 m, EPSG:26911
-NAIP_5 = CLIPS / "m_4709963_se_14_1_20200831.tif"  # 5 m, nodata 0, EPSG:26914
+CLIPS = ROOT / "tests" / "data"  # real NAIP clips copied by tests/data/build.py
+NAIP_06 = CLIPS / "naip_0.6m_epsg26911.tif"  # 0.6 m, EPSG:26911
+NAIP_5 = CLIPS / "naip_5m_epsg26914_crop.tif"  # 5 m, nodata 0, EPSG:26914
 
 CRS = "EPSG:26917"
 ORIGIN = (535399.0, 4170486.0)  # top-left of sample patch0, 1 m pixels
@@ -426,8 +426,8 @@ def test_a_large_resampling_factor_is_warned_about(prior, tmp_path: Path, caplog
         job = plan(NAIP_5, weak, workdir=tmp_path / "w", prior=prior)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "factor 5.0" in warnings[0], warnings
-    assert job.image.resampled and job.image.grid.width == 934
-    assert job.image.work.width == 934 * 5  # inference runs at the prior's 1 m
+    assert job.image.resampled and job.image.grid.width == 240
+    assert job.image.work.width == 240 * 5  # inference runs at the prior's 1 m
 
 
 # -- 6. nodata ---------------------------------------------------------------------------------------
