@@ -37,6 +37,7 @@ __all__ = [
     "read_labels_on_grid",
     "read_warped_rows",
     "read_window",
+    "reproject_codes",
     "write_class_map",
 ]
 
@@ -145,6 +146,21 @@ def read_image(
     return data, valid, grid
 
 
+def reproject_codes(ds: rasterio.DatasetReader, grid: Grid, nodata: int) -> np.ndarray:
+    """Band 1 of an open class raster on ``grid`` (nearest; reads only what the grid needs)."""
+    out = np.full((grid.height, grid.width), nodata, dtype=np.int64)
+    reproject(
+        source=rasterio.band(ds, 1),
+        destination=out,
+        src_nodata=nodata,
+        dst_nodata=nodata,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        resampling=Resampling.nearest,
+    )
+    return out
+
+
 def read_labels_on_grid(
     path: str | os.PathLike[str], grid: Grid, what: str = "weak labels"
 ) -> tuple[np.ndarray, int]:
@@ -167,16 +183,7 @@ def read_labels_on_grid(
                 f"(bounds {tuple(round(v) for v in (left, bottom, right, top))} in that CRS); give {what} "
                 "that cover the image"
             )
-        out = np.full((grid.height, grid.width), nodata, dtype=np.int64)
-        reproject(
-            source=rasterio.band(ds, 1),
-            destination=out,
-            src_nodata=nodata,
-            dst_nodata=nodata,
-            dst_transform=grid.transform,
-            dst_crs=grid.crs,
-            resampling=Resampling.nearest,
-        )
+        out = reproject_codes(ds, grid, nodata)
     if (out == nodata).all():
         raise InputError(f"{what} {path} hold only nodata over the image; give {what} that cover it")
     return out, nodata

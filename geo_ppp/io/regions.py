@@ -33,11 +33,11 @@ import rasterio
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.transform import Affine, rowcol
 from rasterio.vrt import WarpedVRT
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geo_ppp.errors import InputError
-from geo_ppp.io.rasters import IMAGE_DTYPES, Grid, _open
+from geo_ppp.io.rasters import IMAGE_DTYPES, Grid, _open, reproject_codes
 
 __all__ = [
     "ImageReader",
@@ -604,16 +604,7 @@ class WeakReader:
         nodata = self.spec.nodata
         out = np.full((grid.height, grid.width), nodata, np.int64)
         for ds in self._handles:
-            part = np.full((grid.height, grid.width), nodata, np.int64)
-            reproject(
-                source=rasterio.band(ds, 1),
-                destination=part,
-                src_nodata=nodata,
-                dst_nodata=nodata,
-                dst_transform=grid.transform,
-                dst_crs=grid.crs,
-                resampling=Resampling.nearest,
-            )
+            part = reproject_codes(ds, grid, nodata)
             fill = out == nodata
             out[fill] = part[fill]
         return out

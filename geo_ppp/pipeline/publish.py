@@ -62,6 +62,18 @@ def _writers(job: RegionJob, grid: Grid, map_path: Path, prob_path: Path | None)
     return writer, probs
 
 
+def _commit(*writers: RasterWriter | None) -> None:
+    for w in writers:
+        if w is not None:
+            w.commit()
+
+
+def _close(*writers: RasterWriter | None) -> None:
+    for w in writers:
+        if w is not None:
+            w.close()
+
+
 def _mosaic(job: RegionJob, map_path: Path, prob_path: Path | None) -> None:
     """Blend the tiles on the working grid into a map COG (and a probability COG)."""
     store = TileStore.open_existing(job.workdir)
@@ -81,13 +93,9 @@ def _mosaic(job: RegionJob, map_path: Path, prob_path: Path | None) -> None:
             writer.write(y0, legend.to_codes(index))
             if probs_writer is not None:
                 probs_writer.write(y0, np.round(probs * 255).astype(np.uint8))
-        writer.commit()
-        if probs_writer is not None:
-            probs_writer.commit()
+        _commit(writer, probs_writer)
     finally:
-        writer.close()
-        if probs_writer is not None:
-            probs_writer.close()
+        _close(writer, probs_writer)
 
 
 def _warp_onto(
@@ -100,13 +108,9 @@ def _warp_onto(
             writer.write(y0, read_warped_rows(work_map, grid, y0, y1, "nearest")[0])
             if probs_writer is not None and work_probs is not None:
                 probs_writer.write(y0, read_warped_rows(work_probs, grid, y0, y1, "bilinear"))
-        writer.commit()
-        if probs_writer is not None:
-            probs_writer.commit()
+        _commit(writer, probs_writer)
     finally:
-        writer.close()
-        if probs_writer is not None:
-            probs_writer.close()
+        _close(writer, probs_writer)
 
 
 def publish(
