@@ -47,6 +47,7 @@ __all__ = [
     "grid_for",
     "open_region",
     "open_weak_labels",
+    "pixel_size",
     "window_grid",
 ]
 
@@ -73,7 +74,12 @@ def grid_for(
     return Grid(crs, Affine(res, 0, left, 0, -res, top), width, height)
 
 
-def _pixel_size(grid: Grid, what: str) -> float:
+def pixel_size(grid: Grid, what: str = "image") -> float:
+    """Pixel size of a north-up, square-pixel, projected grid, in its CRS units.
+
+    Raises:
+        InputError: rotated or sheared grids, non-square pixels, geographic CRSs (each with the fix).
+    """
     a = grid.transform
     if abs(a.b) > 1e-9 or abs(a.d) > 1e-9:
         raise InputError(f"{what} has a rotated or sheared grid; warp it to a north-up grid (gdalwarp)")
@@ -193,7 +199,7 @@ def open_region(
             count = ds.count
             dtypes.add(ds.dtypes[0])
             grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
-            _pixel_size(grid, f"image {path}")
+            pixel_size(grid, f"image {path}")
             if first is None:
                 first = grid
                 union = list(grid.bounds)
@@ -211,7 +217,7 @@ def open_region(
         raise InputError(f"bands {bad} out of range: the image has bands 1..{count}; fix --bands")
     if len(bands) < 3:
         raise InputError(f"--bands {list(bands)} selects {len(bands)} band(s); give at least R, G, B")
-    res = _pixel_size(first, "image")
+    res = pixel_size(first, "image")
     bounds = tuple(union)
     if aoi_bounds is not None:
         a = aoi_bounds

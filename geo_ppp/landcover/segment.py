@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from geo_ppp.core.weights import Prior, load_prior
 from geo_ppp.errors import InputError
 from geo_ppp.io import Grid, read_image, read_labels_on_grid, write_class_map
+from geo_ppp.io.regions import pixel_size
 from geo_ppp.landcover.infer import InferConfig, WindowResult, infer_windows
 from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.landcover.prior import check_prior_legend
@@ -68,22 +69,6 @@ def default_infer_config(prior: Prior | None) -> InferConfig:
     if prior is not None and isinstance(prior.meta.get("infer"), dict):
         return InferConfig.from_dict(prior.meta["infer"])
     return InferConfig()
-
-
-def _resolution(grid: Grid) -> float:
-    a = grid.transform
-    if abs(a.b) > 1e-9 or abs(a.d) > 1e-9:
-        raise InputError(
-            "rotated or sheared image grids are not supported; warp the image to a north-up grid"
-        )
-    rx, ry = abs(a.a), abs(a.e)
-    if abs(rx - ry) / max(rx, ry) > 0.01:
-        raise InputError(f"image pixels are not square ({rx} x {ry}); warp it to square pixels")
-    if grid.crs.is_geographic:
-        raise InputError(
-            "image is in a geographic CRS (degrees); warp it to a projected CRS in metres, e.g. UTM"
-        )
-    return rx * grid.crs.linear_units_factor[1]
 
 
 def segment_window(
@@ -137,7 +122,7 @@ def segment_window(
         config = config.with_pnp(steps=steps)
 
     data, valid, grid = read_image(image, bands)
-    res = _resolution(grid)
+    res = pixel_size(grid) * grid.crs.linear_units_factor[1]
     prior_res = float(prior_obj.meta.get("resolution_m", 4.0))
     factor = max(1, round(prior_res / res))
     window = int(prior_obj.meta.get("image_size", 64)) * factor
