@@ -134,3 +134,29 @@ def test_quicklook_shape_errors(tmp_path, panels):
     with pytest.raises(ConfigError, match="not in legend"):
         write_quicklook(tmp_path / "x.png", image, weak, codes + 10, CHES)
     assert not list(tmp_path.iterdir())
+
+
+def test_scattered_files_get_a_contact_sheet_of_their_footprints(tmp_path: Path) -> None:
+    """Three scattered real patches: the quicklook shows each at full resolution, side by side."""
+
+
+    from geo_ppp.pipeline.publish import _contact_sheet, _sheet_boxes
+    from geo_ppp.pipeline.run import prepare_region
+    from tests.test_segment import _tiny_landcover_prior
+
+    tiles = Path(__file__).resolve().parent.parent / "sample_tiles"
+    names = ["patch0.tif", "patch1.tif", "patch5.tif"]
+    prep = prepare_region(
+        [tiles / "naip" / n for n in names], [tiles / "nlcd" / n for n in names], "chesapeake",
+        tmp_path / "map.tif", prior=_tiny_landcover_prior(tmp_path / "prior"), setup_workdir=False,
+    )
+    boxes = _sheet_boxes(prep.job, prep.job.image.grid, 1024)
+    assert boxes is not None and len(boxes) == 3
+    assert all((y1 - y0, x1 - x0) == (256, 256) for y0, x0, y1, x1 in boxes)
+    panels = [(np.full((256, 256, 3), i, np.uint8), np.zeros((256, 256, 3), np.uint8),
+               np.full((256, 256), i + 1, np.uint8)) for i in range(3)]
+    rgb, weak, codes = _contact_sheet(panels, nodata=0)
+    assert rgb.shape == (256, 3 * 256 + 2 * 8, 3) and codes.shape == rgb.shape[:2]
+    assert (codes[:, 256:264] == 0).all()  # the gap is nodata
+    assert set(np.unique(codes)) == {0, 1, 2, 3}
+    assert not (tmp_path / "map.tif.work").exists()  # planning wrote nothing
