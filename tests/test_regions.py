@@ -44,3 +44,14 @@ def test_aligned_and_warped_reads_agree_on_a_real_patch() -> None:
     # bilinear at half-pixel offsets = mean of 4 neighbours
     ref = (direct[:, :-1, :-1] + direct[:, 1:, :-1] + direct[:, :-1, 1:] + direct[:, 1:, 1:]) / 4
     assert np.abs(warped[:, :-1, :-1] - ref[:, :-1, :-1]).mean() < 2.0
+
+
+def test_relative_paths_become_absolute_in_the_spec(monkeypatch) -> None:  # noqa: ANN001
+    """Specs travel to Dask workers whose working directory may differ: local paths are made absolute."""
+    from geo_ppp.io.regions import open_weak_labels
+
+    monkeypatch.chdir(TILES)
+    spec = open_region("naip/patch0.tif")
+    weak = open_weak_labels("nlcd/patch0.tif", spec.grid)
+    assert spec.paths == (str(TILES / "naip" / "patch0.tif"),)
+    assert weak.paths == (str(TILES / "nlcd" / "patch0.tif"),)
