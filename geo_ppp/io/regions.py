@@ -55,6 +55,12 @@ __all__ = [
 RES_TOLERANCE = 0.02
 
 
+def _absolute(path: str | os.PathLike[str]) -> str:
+    """An existing local path made absolute (specs travel to workers with another working dir)."""
+    p = Path(path)
+    return str(p.resolve()) if p.exists() else str(path)
+
+
 def window_grid(grid: Grid, y: int, x: int, height: int, width: int) -> Grid:
     """The grid of the window at pixel (y, x) of ``grid`` (it may reach past the grid's edge)."""
     return Grid(grid.crs, grid.transform @ Affine.translation(x, y), width, height)
@@ -171,7 +177,7 @@ def open_region(
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [str(p) for p in paths]
+    paths = [_absolute(p) for p in paths]
     if not paths:
         raise InputError("no image given; pass at least one GeoTIFF or VRT")
     first: Grid | None = None
@@ -503,7 +509,7 @@ def open_weak_labels(
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [str(p) for p in paths]
+    paths = [_absolute(p) for p in paths]
     if not paths:
         raise InputError("no weak labels given; pass --weak-labels")
     if any(Path(p).suffix.lower() in VECTOR_SUFFIXES for p in paths):

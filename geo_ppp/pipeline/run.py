@@ -332,7 +332,8 @@ def _run_batch(
 
 def _resolve_prior(legend: Legend, prior: str | os.PathLike[str] | None) -> str:
     if prior is not None:
-        return str(prior)
+        # a folder is made absolute: the job travels to Dask workers that may run elsewhere
+        return str(Path(prior).resolve()) if Path(prior).exists() else str(prior)
     if legend.name not in DEFAULT_PRIORS:
         raise InputError(
             f"no shipped prior for legend {legend.name!r}; train one with "
@@ -397,6 +398,8 @@ def plan(
     prior_obj = _cached_prior(prior_name, "cpu")
     check_prior_legend(prior_obj, legend)
     cooc_name = str(cooccurrence) if cooccurrence is not None else legend.name
+    if Path(cooc_name).exists():
+        cooc_name = str(Path(cooc_name).resolve())
     cooc = _cached_cooccurrence(cooc_name)
     cooc.check_legend(legend)
     config = config or default_infer_config(prior_obj)
