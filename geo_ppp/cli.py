@@ -142,33 +142,15 @@ def train_prior(
 
         if not label_specs:
             raise click.UsageError("--dataset landcover needs --labels PATH[,PATH...][@WEIGHT]")
-        prior = train_landcover_prior(
-            out,
-            [LabelSource.parse(s, windows) for s in label_specs],
-            legend,
-            steps=steps,
-            batch_size=batch_size,
-            seed=seed,
-            workdir=workdir,
-            resume=resume,
-            device=_device(device),
-            progress=progress,
-            unet=unet,
-            command=_command_line(),
-        )
-        click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")
-        return
-    prior = train_digits_prior(
-        out,
-        steps=steps,
-        seed=seed,
-        workdir=workdir,
-        resume=resume,
-        device=_device(device),
-        progress=progress,
-        unet=unet,
-        command=_command_line(),
-    )
+    common = {
+        "steps": steps, "seed": seed, "workdir": workdir, "resume": resume, "device": _device(device),
+        "progress": progress, "unet": unet, "command": _command_line(),
+    }
+    if dataset == "landcover":
+        sources = [LabelSource.parse(s, windows) for s in label_specs]
+        prior = train_landcover_prior(out, sources, legend, batch_size=batch_size, **common)
+    else:
+        prior = train_digits_prior(out, **common)
     click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")
 
 

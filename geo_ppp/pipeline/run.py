@@ -212,17 +212,18 @@ def _factor(prior: Prior, work_resolution_m: float) -> int:
 def _aoi_mask(job: RegionJob, tile: Tile) -> np.ndarray | None:
     if job.aoi_wkt is None:
         return None
-    from shapely import wkt
-
     from geo_ppp.io.vectors import aoi_mask
 
     grid = window_grid(job.image.work, tile.y, tile.x, job.tiles.size, job.tiles.size)
-    return aoi_mask(_cached_wkt(job.aoi_wkt, wkt.loads), grid)
+    return aoi_mask(_cached_wkt(job.aoi_wkt), grid)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_wkt(text: str, loads: Callable[[str], Any]) -> Any:
-    return loads(text)
+def _cached_wkt(text: str) -> Any:
+    """The AOI geometry, parsed once per process (not once per tile)."""
+    from shapely import wkt
+
+    return wkt.loads(text)
 
 
 @functools.lru_cache(maxsize=4)
