@@ -18,6 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import torch
@@ -365,6 +366,13 @@ def test_workers_run_torch_on_one_thread(prior: Path, cluster: DaskRunner, addre
     threads = cluster.client.run(torch.get_num_threads)
     assert len(threads) == 2 and set(threads.values()) == {1}  # one per worker thread
     assert cluster.client.submit(torch.get_num_threads, pure=False).result() == 1  # as a task sees it
+
+
+def test_local_workers_do_not_sample_stacks(cluster: DaskRunner) -> None:
+    """The statistical profiler (GIL every 10 ms) is off in the LocalClusters geo_ppp starts."""
+    enabled = cluster.client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+    assert len(enabled) == 2 and set(enabled.values()) == {False}
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # the client's config is untouched
 
 
 # -- 6. progress -----------------------------------------------------------------------------------------

@@ -69,6 +69,13 @@ WORKER_ENV_KEY = "distributed.nanny.pre-spawn-environ"
 MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": 256 * 2**20, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
 
 
+#: Dask config of the LocalClusters geo_ppp starts. The workers' statistical profiler samples every
+#: thread's stack every 10 ms, taking the GIL from the task's Python loop: measured on this 2-core
+#: machine, the plug-and-play loop ran 42.5 s in a worker with it against 35.9 s without (serial: 33-38 s).
+#: The dashboard's profile page stays empty; everything else on it works.
+LOCAL_CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
 def worker_environ() -> dict[str, object]:
     """Dask's worker environment with the glibc settings above (threads stay at 1 per worker)."""
     env = dict(dask.config.get(WORKER_ENV_KEY, {}) or {})
@@ -163,7 +170,7 @@ class DaskRunner:
                 import torch
 
                 gpu = {"GPU": 1} if torch.cuda.is_available() else None
-                with dask.config.set({WORKER_ENV_KEY: worker_environ()}):
+                with dask.config.set({WORKER_ENV_KEY: worker_environ(), **LOCAL_CLUSTER_CONFIG}):
                     self.cluster = LocalCluster(
                         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                         resources=gpu, silence_logs=logging.ERROR,
