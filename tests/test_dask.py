@@ -369,7 +369,13 @@ def test_workers_run_torch_on_one_thread(prior: Path, cluster: DaskRunner, addre
 
 
 def test_local_workers_do_not_sample_stacks(cluster: DaskRunner) -> None:
-    """The statistical profiler (GIL every 10 ms) is off in the LocalClusters geo_ppp starts."""
+    """The statistical profiler (GIL every 10 ms) is off in the LocalClusters geo_ppp starts.
+
+    Also in workers restarted by their nanny (as after a crash).
+    """
+    first = sorted(cluster.client.scheduler_info()["workers"])[0]
+    cluster.client.restart_workers([first])
+    cluster.client.wait_for_workers(2, timeout=120)
     enabled = cluster.client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
     assert len(enabled) == 2 and set(enabled.values()) == {False}
     assert dask.config.get("distributed.worker.profile.enabled") is True  # the client's config is untouched

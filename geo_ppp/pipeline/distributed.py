@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -171,9 +172,13 @@ class DaskRunner:
 
                 gpu = {"GPU": 1} if torch.cuda.is_available() else None
                 with dask.config.set({WORKER_ENV_KEY: worker_environ(), **LOCAL_CLUSTER_CONFIG}):
+                    # a deep copy for the nannies: they keep a shallow merge of the global config,
+                    # whose nested dicts this context restores on exit, so a worker restarted later
+                    # (after a crash) would otherwise come back with Dask's defaults
+                    worker_config = copy.deepcopy(dask.config.config)
                     self.cluster = LocalCluster(
                         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                        resources=gpu, silence_logs=logging.ERROR,
+                        resources=gpu, silence_logs=logging.ERROR, config=worker_config,
                     )
                 self.client = Client(self.cluster)
             else:
