@@ -7,7 +7,8 @@ a tiny random-weight prior and ``steps=1`` serially (1 torch thread) and on Dask
 
 One LocalCluster (``DaskRunner("local:2")``) serves the whole module; runs reach it through its
 address, as they would reach a remote scheduler. The inference callables below are module-level
-classes and functions, so the worker processes unpickle them by importing ``tests.test_dask``.
+classes and functions, so the worker processes unpickle them by importing ``tests.test_dask`` (and
+``tests.test_pipeline`` for ``pixelwise``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from geo_ppp.pipeline import segment
 from geo_ppp.pipeline.distributed import DaskRunner, PriorPlugin, SchedulerError, parse_scheduler
 from geo_ppp.pipeline.run import plan
 from geo_ppp.pipeline.store import TileStore
+from tests.test_pipeline import pixelwise  # the pixel-wise model of the tiling oracle
 from tests.test_segment import _tiny_landcover_prior
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
@@ -45,23 +47,6 @@ def _inputs(patches: tuple[int, ...]) -> tuple[list[Path], list[Path]]:
 
 
 # -- inference functions the workers unpickle ---------------------------------------------------------
-
-_W = np.array([[1.4, -0.5, -0.8, -1.6], [-0.7, 1.3, -0.6, 0.4], [0.3, -1.1, 1.2, 0.5], [-1.0, 0.2, 0.3, 0.8]],
-              np.float32)
-
-
-def pixelwise(image, valid, weak, seeds, timings) -> np.ndarray:
-    """(B, 4, T, T) image, (B, T, T) weak codes -> (B, 4, T, T): each pixel on its own (+, *, / only)."""
-    x = image.astype(np.float32) / np.float32(255)
-    w = (weak % 5).astype(np.float32) / np.float32(5)
-    scores = []
-    for k in range(4):
-        a = _W[k]
-        logit = a[0] * x[:, 0] + a[1] * x[:, 1] + a[2] * x[:, 2] + a[3] * x[:, 3] + np.float32(0.3) * w
-        scores.append(np.float32(1) / (np.float32(0.05) + logit * logit))
-    total = scores[0] + scores[1] + scores[2] + scores[3]
-    return np.stack([s / total for s in scores], 1).astype(np.float32)
-
 
 def _claim(path: Path) -> bool:
     """Create ``path`` atomically; False if it exists (another process got there first)."""
