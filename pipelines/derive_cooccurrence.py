@@ -1,6 +1,7 @@
 """Build the shipped co-occurrence matrices in geo_ppp/data/cooccurrence from real data.
 
 Run from the repository root:  python pipelines/derive_cooccurrence.py [--source DIR] [--tiles DIR]
+    [--other-tile PREFIX] [--only-site wv|md --out DIR]
 
 1. ``enviroatlas-{pa,nc,austin_tx,az}.json``: the EnviroAtlas/NLCD co-occurrence matrices of Rolf et
    al. 2022 (``--source``, see /work/shared/data/PROVENANCE.md), (11, 17) float64, column-normalised,
@@ -10,13 +11,23 @@ Run from the repository root:  python pipelines/derive_cooccurrence.py [--source
    are dropped; columns are renormalised.
    ``enviroatlas.json``: the mean of the four cities' matrices over the union of their columns; a
    column is averaged over the cities that have it.
-2. ``chesapeake.json``: counted over the sample tiles (``--tiles``): Chesapeake 7-class truth vs the
-   30 m NLCD reprojected onto the truth grid, through the same function as ``geo-ppp cooccurrence``,
-   with the EnviroAtlas average (its 5 classes folded onto the Chesapeake 4: water -> water,
+2. ``chesapeake.json``: counted over two real labelled NAIP tiles, each weighing the same (the
+   ``sites`` of :func:`~geo_ppp.landcover.weak.estimate_cooccurrence`): the 8 sample tiles
+   (``--tiles``, 1 m truth of m_3708020_sw_17_1, West Virginia) and the whole quarter-quad
+   m_3907833_nw_17_1 near Cumberland MD/WV point-sampled at ~25 m (``--other-tile``, copied into
+   pipelines/data by pipelines/data/build.py). Chesapeake 7-class truth vs the 30 m NLCD reprojected
+   onto the truth grid, through the same function as ``geo-ppp cooccurrence``, with the EnviroAtlas
+   average (its 5 classes folded onto the Chesapeake 4: water -> water,
    impervious and barren -> built, trees -> tree canopy, grass -> low vegetation) blended in as
    ``--prior-weight`` pseudo-pixels per NLCD class. The sample tiles hold only six NLCD classes (no
    water, no developed 22-24): without the prior a map of any other place would stop on "unknown
    codes", and NLCD 22-24 would never predict built.
+   Why two tiles: a matrix counted on one tile is that tile's, and a user's region is another one.
+   Counted on the West Virginia tile alone, NLCD-argmax scores 85.8 % on it but 82.0 % on the
+   Cumberland tile; the two-tile matrix scores 84.5 % and 84.1 %.
+   ``--only-site wv`` or ``md`` writes the matrix of one tile (+ the same EnviroAtlas prior) instead;
+   benchmarks/landcover_accuracy.py uses the ``md`` one to score the sample tiles with a matrix that
+   never saw them.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "enviroatlas-cooccurrence"
 DEFAULT_TILES = ROOT / "sample_tiles"
+DEFAULT_OTHER_TILE = ROOT / "pipelines" / "data" / "m_3907833_nw_17_1"
 DEFAULT_OUT = ROOT / "geo_ppp" / "data" / "cooccurrence"
 
 ENVIROATLAS_ROWS = (0, 10, 20, 30, 40, 52, 70, 80, 82, 91, 92)
@@ -161,41 +173,62 @@ def enviroatlas_as_chesapeake(average: Cooccurrence) -> Cooccurrence:
     )
 
 
+SITES = {
+    "wv": "the 8 sample tiles (sample_tiles/truth/patch*.tif vs sample_tiles/nlcd/patch*.tif: 1 m Chesapeake "
+    "Land Cover of NAIP tile m_3708020_sw_17_1, West Virginia, 2014)",
+    "md": "NAIP quarter-quad m_3907833_nw_17_1 near Cumberland MD/WV "
+    "(pipelines/data/m_3907833_nw_17_1_lc.tif vs _nlcd.tif: the CVPR-2019 Chesapeake Land Cover labels "
+    "point-sampled at ~25 m, 67,600 pixels)",
+}
+
+
 def chesapeake_matrix(
     tiles: Path,
+    other_tile: Path,
     out: Path,
     smoothing: float = 1.0,
     prior: Cooccurrence | None = None,
     prior_weight: float = 0.0,
+    only_site: str | None = None,
 ) -> Path:
-    """Count the Chesapeake matrix over the sample tiles' truth and NLCD rasters (+ the prior)."""
+    """Count the Chesapeake matrix over the two labelled tiles (each weighing the same) + the prior."""
     truth = sorted((tiles / "truth").glob("patch*.tif"))
     if not truth:
         raise SystemExit(f"no truth rasters under {tiles / 'truth'}; build them with sample_tiles/build.py")
-    weak = [tiles / "nlcd" / p.name for p in truth]
+    other = (Path(f"{other_tile}_lc.tif"), Path(f"{other_tile}_nlcd.tif"))
+    if not all(p.exists() for p in other):
+        raise SystemExit(f"{other[0]} or {other[1]} is missing; copy them with pipelines/data/build.py")
+    pairs = {"wv": (truth, [tiles / "nlcd" / p.name for p in truth]), "md": ([other[0]], [other[1]])}
+    chosen = [only_site] if only_site else list(pairs)
+    truth_paths = [t for site in chosen for t in pairs[site][0]]
+    weak_paths = [w for site in chosen for w in pairs[site][1]]
+    sites = [site for site in chosen for _ in pairs[site][0]]
+    counted = " and ".join(SITES[site] for site in chosen)
     co = estimate_cooccurrence_from_files(
-        truth,
-        weak,
+        truth_paths,
+        weak_paths,
         "chesapeake",
         smoothing=smoothing,
         description=(
-            f"P(Chesapeake 4-class | NLCD 2011) counted over the {len(truth)} sample tiles "
-            "(sample_tiles/truth/patch*.tif vs sample_tiles/nlcd/patch*.tif: real Chesapeake Land Cover 1 m "
-            "truth of NAIP tile m_3708020_sw_17_1, West Virginia, 7-class codes remapped by the chesapeake "
-            "legend, against the 30 m NLCD reprojected onto the truth grid, nearest neighbour), "
-            f"pseudo-count {smoothing} per cell; blended with the EnviroAtlas average matrix "
-            "(enviroatlas.json, the four cities of Rolf et al. 2022) folded onto these 4 classes "
-            "(water, impervious and barren -> built, trees -> tree canopy, grass -> low vegetation), "
-            f"weighted as {prior_weight:g} pixels per NLCD class, so that NLCD classes absent from the "
-            "tiles (11, 22-24, 31, 43, 52, 90, 95) are covered; the classes no EnviroAtlas city holds "
-            f"take a stand-in's column (NLCD {NLCD_STAND_INS}). "
+            f"P(Chesapeake 4-class | NLCD 2011) counted over {counted}"
+            + (", each tile weighing the same whatever its pixel count" if len(chosen) > 1 else "")
+            + "; 7-class codes remapped by the chesapeake legend, the 30 m NLCD reprojected onto the truth "
+            f"grid (nearest neighbour), pseudo-count {smoothing} per cell; blended with the EnviroAtlas "
+            "average matrix (enviroatlas.json, the four cities of Rolf et al. 2022) folded onto these 4 "
+            "classes (water, impervious and barren -> built, trees -> tree canopy, grass -> low vegetation), "
+            f"weighted as {prior_weight:g} pixels per NLCD class, so that NLCD classes the tiles lack are "
+            "covered; the classes no EnviroAtlas city holds take a stand-in's column "
+            f"(NLCD {NLCD_STAND_INS}). "
             "Estimate a matrix for your own area with `geo-ppp cooccurrence`. Built by "
-            "pipelines/derive_cooccurrence.py."
+            "pipelines/derive_cooccurrence.py"
+            + (f" --only-site {only_site}" if only_site else "")
+            + "."
         ),
         prior=prior,
         prior_weight=prior_weight,
+        sites=sites,
     )
-    path = out / "chesapeake.json"
+    path = out / (f"chesapeake-{only_site}.json" if only_site else "chesapeake.json")
     co.save(path)
     return path
 
@@ -209,6 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tiles", type=Path, default=DEFAULT_TILES, help="sample_tiles folder (truth/, nlcd/)"
     )
+    parser.add_argument(
+        "--other-tile", type=Path, default=DEFAULT_OTHER_TILE,
+        help="path prefix of the second tile's _lc.tif and _nlcd.tif",
+    )
+    parser.add_argument(
+        "--only-site", choices=sorted(SITES), default=None,
+        help="write chesapeake-SITE.json from one tile only (for the transfer benchmark)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--smoothing", type=float, default=1.0, help="pseudo-count of the Chesapeake matrix")
     parser.add_argument(
@@ -221,7 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     written = enviroatlas_matrices(args.source, args.out)
     prior = enviroatlas_as_chesapeake(load_cooccurrence(args.out / "enviroatlas.json"))
-    written.append(chesapeake_matrix(args.tiles, args.out, args.smoothing, prior, args.prior_weight))
+    written.append(
+        chesapeake_matrix(
+            args.tiles, args.other_tile, args.out, args.smoothing, prior, args.prior_weight, args.only_site
+        )
+    )
     for path in written:
         co = load_cooccurrence(path)
         co.check_legend(load_legend(co.legend))

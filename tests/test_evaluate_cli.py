@@ -158,16 +158,51 @@ def test_cooccurrence_command_matches_the_library(tmp_path):
     assert out.read_bytes() != before
 
 
-def test_shipped_chesapeake_matrix_is_the_sample_tile_estimate():
-    """On the NLCD classes the sample tiles hold, the shipped matrix is their estimate (the EnviroAtlas
-    prior weighs one 30 m cell per class, so it only moves rarely seen classes, and by little)."""
-    co = estimate_cooccurrence_from_files(TRUTH, NLCD, "chesapeake", smoothing=1.0)
-    shipped = load_cooccurrence("chesapeake")
-    assert set(co.source_codes) < set(shipped.source_codes)
-    for j, code in enumerate(co.source_codes):
-        assert np.abs(shipped.matrix[:, shipped.source_codes.index(code)] - co.matrix[:, j]).max() < 0.06
-    # NLCD deciduous forest is mostly tree canopy in these tiles
-    assert shipped.matrix[1, shipped.source_codes.index(41)] > 0.8
+OTHER_TILE = Path(__file__).resolve().parent.parent / "pipelines" / "data" / "m_3907833_nw_17_1"
+
+
+def test_shipped_chesapeake_matrix_is_the_two_tile_estimate():
+    """On the NLCD classes both labelled tiles hold well, the shipped matrix is their site-weighted
+    estimate (the EnviroAtlas prior weighs one 30 m cell per class, so it moves those by little), and
+    the one-tile matrices are each tile's own estimate."""
+    md = (Path(f"{OTHER_TILE}_lc.tif"), Path(f"{OTHER_TILE}_nlcd.tif"))
+    both = estimate_cooccurrence_from_files(
+        [*TRUTH, md[0]], [*NLCD, md[1]], "chesapeake", smoothing=1.0, sites=["wv"] * 8 + ["md"]
+    )
+    wv_only = estimate_cooccurrence_from_files(TRUTH, NLCD, "chesapeake", smoothing=1.0)
+    md_only = estimate_cooccurrence_from_files([md[0]], [md[1]], "chesapeake", smoothing=1.0)
+    for name, est in (("chesapeake", both), ("chesapeake-wv", wv_only), ("chesapeake-md", md_only)):
+        shipped = load_cooccurrence(name)
+        for code in (21, 41, 81):
+            j, k = est.source_codes.index(code), shipped.source_codes.index(code)
+            assert np.abs(shipped.matrix[:, k] - est.matrix[:, j]).max() < 0.06, (name, code)
+    # the two tiles disagree (NLCD deciduous forest is 86 % vs 93 % tree canopy); the blend lies between
+    col = {n: load_cooccurrence(n).matrix[1, load_cooccurrence(n).source_codes.index(41)]
+           for n in ("chesapeake", "chesapeake-wv", "chesapeake-md")}
+    assert col["chesapeake-wv"] < col["chesapeake"] < col["chesapeake-md"]
+    assert col["chesapeake"] > 0.8
+
+
+def test_cooccurrence_merges_weak_rasters_with_and_without_nodata(tmp_path):
+    """A weak raster without a nodata value before one with nodata 0: the 0s are still skipped."""
+    codes, _, grid = read_class_raster(TRUTH[0])
+    weak, _ = read_labels_on_grid(NLCD[0], grid)
+    profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1, "dtype": "uint8",
+               "crs": grid.crs, "transform": grid.transform}
+    no_nodata = tmp_path / "weak_plain.tif"
+    with rasterio.open(no_nodata, "w", **profile) as dst:
+        dst.write(np.where(weak == 0, 41, weak).astype(np.uint8), 1)
+    holes = tmp_path / "weak_nodata.tif"
+    with rasterio.open(holes, "w", **profile, nodata=0) as dst:
+        dst.write(np.where(np.arange(grid.width) < grid.width // 2, 0, weak).astype(np.uint8), 1)
+    co = estimate_cooccurrence_from_files([TRUTH[0], TRUTH[0]], [no_nodata, holes], LEGEND, smoothing=0.0)
+    assert 0 not in co.source_codes
+    # the left half of the second raster is nodata: it counts the first raster once and the right half
+    right = weak[:, grid.width // 2:]
+    expected = estimate_cooccurrence(
+        [(codes, np.where(weak == 0, 41, weak)), (codes[:, grid.width // 2:], right)], LEGEND, smoothing=0.0
+    )
+    assert np.allclose(co.matrix, expected.matrix)
 
 
 def test_cooccurrence_errors(tmp_path):

@@ -298,6 +298,35 @@ def test_estimate_cooccurrence_recovers_a_known_mapping():
     assert np.allclose(smooth.matrix.sum(0), 1.0)
 
 
+def test_estimate_cooccurrence_sites_weigh_equally() -> None:
+    """Two sites that disagree on NLCD 41 (tree 0.9 vs 0.5): pooled pixels follow the bigger one,
+    site weighting gives their mean, whatever the pixel counts; a site of several pairs is one site."""
+    legend = load_legend("chesapeake")
+    rng = np.random.default_rng(3)
+
+    def site(n: int, p_tree: float) -> tuple[np.ndarray, np.ndarray]:
+        source = np.full((n, n), 41, np.uint8)
+        target = np.where(rng.random(source.shape) < p_tree, 2, 3).astype(np.uint8)
+        return target, source
+
+    big, small = site(300, 0.9), site(30, 0.5)  # 100x the pixels
+    pooled = estimate_cooccurrence([big, small], legend, smoothing=0.0)
+    weighted = estimate_cooccurrence([big, small], legend, smoothing=0.0, sites=["a", "b"])
+    p_big = (big[0] == 2).mean()
+    p_small = (small[0] == 2).mean()
+    assert pooled.matrix[1, 0] == pytest.approx((p_big * 300**2 + p_small * 30**2) / (300**2 + 30**2))
+    assert weighted.matrix[1, 0] == pytest.approx((p_big + p_small) / 2)
+    # splitting the big site into two pairs of the same site changes nothing
+    halves = [(big[0][:150], big[1][:150]), (big[0][150:], big[1][150:])]
+    split = estimate_cooccurrence([*halves, small], legend, smoothing=0.0, sites=["a", "a", "b"])
+    assert np.allclose(split.matrix, weighted.matrix)
+    with pytest.raises(ConfigError, match="one per pair"):
+        estimate_cooccurrence([big, small], legend, sites=["a"])
+    nodata_site = (np.full((4, 4), 15, np.uint8), np.full((4, 4), 41, np.uint8))
+    with pytest.raises(ConfigError, match=r"site\(s\) \['b'\]"):
+        estimate_cooccurrence([big, nodata_site], legend, sites=["a", "b"])
+
+
 def test_estimate_cooccurrence_errors():
     legend = load_legend("chesapeake")
     with pytest.raises(ConfigError, match="not aligned"):
@@ -319,7 +348,7 @@ def test_shipped_chesapeake_matrix_covers_every_common_nlcd_class() -> None:
     assert col[11].argmax() == 0  # open water -> water
     assert col[24].argmax() == 3  # developed, high intensity -> built
     assert col[41].argmax() == 1  # deciduous forest -> tree canopy (local estimate)
-    assert col[71][2] > 0.9  # grassland -> low vegetation (local estimate, 0.98 before the blend)
+    assert col[71][2] > 0.75  # grassland -> low vegetation (0.94 in West Virginia, 0.21 near Cumberland)
 
 
 def test_weak_distribution_at_the_prior_resolution_matches_pooling_the_full_one() -> None:

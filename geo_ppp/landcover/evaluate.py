@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -105,6 +105,7 @@ def estimate_cooccurrence_from_files(
     description: str | None = None,
     prior: Cooccurrence | None = None,
     prior_weight: float = 0.0,
+    sites: Sequence[Hashable] | None = None,
 ) -> Cooccurrence:
     """Estimate ``P(target class | weak code)`` from pairs of (truth, weak-label) rasters.
 
@@ -121,6 +122,8 @@ def estimate_cooccurrence_from_files(
         prior: a matrix for the same legend blended in as ``prior_weight`` pseudo-pixels per column
             (see :func:`~geo_ppp.landcover.weak.estimate_cooccurrence`).
         prior_weight: pixels' worth of ``prior`` per column.
+        sites: one label per pair; each site weighs the same whatever its pixel count (see
+            :func:`~geo_ppp.landcover.weak.estimate_cooccurrence`).
 
     Raises:
         ConfigError: different numbers of truth and weak files, no pair, or unknown truth codes.
@@ -156,4 +159,5 @@ def estimate_cooccurrence_from_files(
                         for t, w in zip(truth_paths, weak_paths, strict=True))
         )
     return estimate_cooccurrence(pairs, legend, source_nodata=weak_nodata, smoothing=smoothing,
-                                 description=description, prior=prior, prior_weight=prior_weight)
+                                 description=description, prior=prior, prior_weight=prior_weight,
+                                 sites=sites)

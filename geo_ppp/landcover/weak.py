@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,8 @@ _DATA = resources.files("geo_ppp") / "data" / "cooccurrence"
 #: legend -> the shipped matrix used by default; other shipped matrices by name.
 BUILTIN_COOCCURRENCE = {
     "chesapeake": "chesapeake",
+    "chesapeake-wv": "chesapeake-wv",
+    "chesapeake-md": "chesapeake-md",
     "enviroatlas": "enviroatlas",
     "enviroatlas-pa": "enviroatlas-pa",
     "enviroatlas-nc": "enviroatlas-nc",
@@ -142,6 +145,7 @@ def estimate_cooccurrence(
     description: str = "",
     prior: Cooccurrence | None = None,
     prior_weight: float = 0.0,
+    sites: Sequence[Hashable] | None = None,
 ) -> Cooccurrence:
     """Count ``P(target | source)`` over aligned (target labels, source codes) arrays.
 
@@ -154,9 +158,18 @@ def estimate_cooccurrence(
         prior: a matrix for the same legend whose columns are added as ``prior_weight`` pseudo-pixels:
             codes rarely or never seen in ``pairs`` fall back on it, well-sampled ones follow the counts.
         prior_weight: pixels' worth of ``prior`` per column.
+        sites: one label per pair; pairs with the same label are one site (e.g. one NAIP tile). Each
+            site's counts are scaled so that every site weighs as much as the mean site: a tile
+            labelled at 1 m then does not outweigh a whole tile sampled at 25 m a hundred to one.
+            ``None``: every pixel counts once.
     """
-    counts: dict[int, np.ndarray] = {}
-    for target, source in pairs:
+    if sites is not None:
+        sites = list(sites)
+        if len(sites) != len(pairs):
+            raise ConfigError(f"{len(sites)} site label(s) for {len(pairs)} pair(s); give one per pair")
+    per_site: dict[Hashable, dict[int, np.ndarray]] = {}
+    for n, (target, source) in enumerate(pairs):
+        tally = per_site.setdefault(sites[n] if sites is not None else 0, {})
         if target.shape != source.shape:
             raise ConfigError(f"target {target.shape} and source {source.shape} are not aligned")
         idx = legend.to_index(target)
@@ -166,9 +179,19 @@ def estimate_cooccurrence(
             keep &= src != source_nodata
         for code in np.unique(src[keep]):
             sel = keep & (src == code)
-            counts.setdefault(int(code), np.zeros(legend.num_classes))
-            counts[int(code)] += np.bincount(idx[sel], minlength=legend.num_classes)
-    if not counts:
+            tally.setdefault(int(code), np.zeros(legend.num_classes))
+            tally[int(code)] += np.bincount(idx[sel], minlength=legend.num_classes)
+    totals = {site: sum(float(v.sum()) for v in c.values()) for site, c in per_site.items()}
+    empty = [site for site, total in totals.items() if total == 0]
+    if empty and sites is not None:
+        raise ConfigError(f"site(s) {empty} have no pixel with both a target label and a source code")
+    mean_total = float(np.mean(list(totals.values()))) if totals else 0.0
+    counts: dict[int, np.ndarray] = {}
+    for site, site_counts in per_site.items():
+        scale = mean_total / totals[site] if totals[site] else 0.0
+        for code, v in site_counts.items():
+            counts[code] = counts.get(code, np.zeros(legend.num_classes)) + scale * v
+    if not counts or mean_total == 0:
         raise ConfigError("no pixel has both a target label and a source code; are the rasters aligned?")
     if prior is not None and prior_weight > 0:
         prior.check_legend(legend)
