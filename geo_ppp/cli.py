@@ -574,6 +574,13 @@ def digits_demo(out: Path, num: int, seed: int, overwrite: bool) -> None:
 @click.option(
     "--smoothing", type=float, default=1.0, show_default=True, help="Pseudo-count added to every cell."
 )
+@click.option(
+    "--site",
+    "sites",
+    multiple=True,
+    help="Site of the matching --truth (e.g. its NAIP tile); repeat once per --truth. Each site then "
+    "weighs the same, however many pixels it has. Default: every pixel counts once.",
+)
 @overwrite_option
 @_handle_errors
 def cooccurrence(
@@ -582,6 +589,7 @@ def cooccurrence(
     legend: str,
     out: Path,
     smoothing: float,
+    sites: tuple[str, ...],
     overwrite: bool,
 ) -> None:
     """Estimate a co-occurrence matrix P(legend class | weak-label code) from truth/weak raster pairs."""
@@ -591,7 +599,9 @@ def cooccurrence(
     from geo_ppp.outputs import check_outputs
 
     check_outputs([out], overwrite)
-    co = estimate_cooccurrence_from_files(truth_paths, weak_paths, legend, smoothing=smoothing)
+    co = estimate_cooccurrence_from_files(
+        truth_paths, weak_paths, legend, smoothing=smoothing, sites=list(sites) or None
+    )
     co = dataclasses.replace(co, description=f"{co.description}. Made by: {_command_line()}")
     co.save(out)
     click.echo(

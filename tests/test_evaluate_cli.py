@@ -205,6 +205,25 @@ def test_cooccurrence_merges_weak_rasters_with_and_without_nodata(tmp_path):
     assert np.allclose(co.matrix, expected.matrix)
 
 
+def test_cooccurrence_cli_sites(tmp_path):
+    """--site weighs the Cumberland tile (67,600 samples) like the 8 sample tiles (524,288 pixels)."""
+    md = (Path(f"{OTHER_TILE}_lc.tif"), Path(f"{OTHER_TILE}_nlcd.tif"))
+    args = ["cooccurrence", "--truth", TRUTH[0], "--weak", NLCD[0], "--truth", TRUTH[1], "--weak", NLCD[1],
+            "--truth", md[0], "--weak", md[1], "--legend", "chesapeake"]
+    res = _run(*args, "--out", tmp_path / "pooled.json")
+    assert res.exit_code == 0, res.output
+    res = _run(*args, "--site", "wv", "--site", "wv", "--site", "md", "--out", tmp_path / "sites.json")
+    assert res.exit_code == 0, res.output
+    pooled, sites = load_cooccurrence(tmp_path / "pooled.json"), load_cooccurrence(tmp_path / "sites.json")
+    expected = estimate_cooccurrence_from_files(
+        [TRUTH[0], TRUTH[1], md[0]], [NLCD[0], NLCD[1], md[1]], LEGEND, sites=["wv", "wv", "md"]
+    )
+    assert np.allclose(sites.matrix, expected.matrix, atol=1e-5)  # the JSON keeps 6 decimals
+    assert not np.allclose(sites.matrix, pooled.matrix[:, [pooled.source_codes.index(c) for c in sites.source_codes]])
+    res = _run(*args, "--site", "wv", "--out", tmp_path / "bad.json")
+    assert res.exit_code == 1 and "one per pair" in res.output and not (tmp_path / "bad.json").exists()
+
+
 def test_cooccurrence_errors(tmp_path):
     out = tmp_path / "m.json"
     res = _run("cooccurrence", "--truth", TRUTH[0], "--truth", TRUTH[1], "--weak", NLCD[0],
