@@ -1,7 +1,7 @@
 """Build the shipped co-occurrence matrices in geo_ppp/data/cooccurrence from real data.
 
 Run from the repository root:  python pipelines/derive_cooccurrence.py [--source DIR] [--tiles DIR]
-    [--other-tile PREFIX] [--only-site wv|md --out DIR]
+    [--other-tile PREFIX] [--only-site wv|md] [--out DIR]
 
 1. ``enviroatlas-{pa,nc,austin_tx,az}.json``: the EnviroAtlas/NLCD co-occurrence matrices of Rolf et
    al. 2022 (``--source``, see /work/shared/data/PROVENANCE.md), (11, 17) float64, column-normalised,

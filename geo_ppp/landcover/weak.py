@@ -182,17 +182,16 @@ def estimate_cooccurrence(
             tally.setdefault(int(code), np.zeros(legend.num_classes))
             tally[int(code)] += np.bincount(idx[sel], minlength=legend.num_classes)
     totals = {site: sum(float(v.sum()) for v in c.values()) for site, c in per_site.items()}
+    if not any(totals.values()):
+        raise ConfigError("no pixel has both a target label and a source code; are the rasters aligned?")
     empty = [site for site, total in totals.items() if total == 0]
-    if empty and sites is not None:
+    if empty:
         raise ConfigError(f"site(s) {empty} have no pixel with both a target label and a source code")
-    mean_total = float(np.mean(list(totals.values()))) if totals else 0.0
+    mean_total = float(np.mean(list(totals.values())))
     counts: dict[int, np.ndarray] = {}
     for site, site_counts in per_site.items():
-        scale = mean_total / totals[site] if totals[site] else 0.0
         for code, v in site_counts.items():
-            counts[code] = counts.get(code, np.zeros(legend.num_classes)) + scale * v
-    if not counts or mean_total == 0:
-        raise ConfigError("no pixel has both a target label and a source code; are the rasters aligned?")
+            counts[code] = counts.get(code, np.zeros(legend.num_classes)) + mean_total / totals[site] * v
     if prior is not None and prior_weight > 0:
         prior.check_legend(legend)
         for j, code in enumerate(prior.source_codes):
