@@ -159,18 +159,18 @@ def test_cooccurrence_command_matches_the_library(tmp_path):
 
 
 OTHER_TILE = Path(__file__).resolve().parent.parent / "pipelines" / "data" / "m_3907833_nw_17_1"
+MD_TRUTH, MD_NLCD = Path(f"{OTHER_TILE}_lc.tif"), Path(f"{OTHER_TILE}_nlcd.tif")  # the Cumberland tile
 
 
 def test_shipped_chesapeake_matrix_is_the_two_tile_estimate():
     """On the NLCD classes both labelled tiles hold well, the shipped matrix is their site-weighted
     estimate (the EnviroAtlas prior weighs one 30 m cell per class, so it moves those by little), and
     the one-tile matrices are each tile's own estimate."""
-    md = (Path(f"{OTHER_TILE}_lc.tif"), Path(f"{OTHER_TILE}_nlcd.tif"))
     both = estimate_cooccurrence_from_files(
-        [*TRUTH, md[0]], [*NLCD, md[1]], "chesapeake", smoothing=1.0, sites=["wv"] * 8 + ["md"]
+        [*TRUTH, MD_TRUTH], [*NLCD, MD_NLCD], "chesapeake", smoothing=1.0, sites=["wv"] * 8 + ["md"]
     )
     wv_only = estimate_cooccurrence_from_files(TRUTH, NLCD, "chesapeake", smoothing=1.0)
-    md_only = estimate_cooccurrence_from_files([md[0]], [md[1]], "chesapeake", smoothing=1.0)
+    md_only = estimate_cooccurrence_from_files([MD_TRUTH], [MD_NLCD], "chesapeake", smoothing=1.0)
     for name, est in (("chesapeake", both), ("chesapeake-wv", wv_only), ("chesapeake-md", md_only)):
         shipped = load_cooccurrence(name)
         for code in (21, 41, 81):
@@ -207,16 +207,15 @@ def test_cooccurrence_merges_weak_rasters_with_and_without_nodata(tmp_path):
 
 def test_cooccurrence_cli_sites(tmp_path):
     """--site weighs the Cumberland tile (67,600 samples) like the 8 sample tiles (524,288 pixels)."""
-    md = (Path(f"{OTHER_TILE}_lc.tif"), Path(f"{OTHER_TILE}_nlcd.tif"))
     args = ["cooccurrence", "--truth", TRUTH[0], "--weak", NLCD[0], "--truth", TRUTH[1], "--weak", NLCD[1],
-            "--truth", md[0], "--weak", md[1], "--legend", "chesapeake"]
+            "--truth", MD_TRUTH, "--weak", MD_NLCD, "--legend", "chesapeake"]
     res = _run(*args, "--out", tmp_path / "pooled.json")
     assert res.exit_code == 0, res.output
     res = _run(*args, "--site", "wv", "--site", "wv", "--site", "md", "--out", tmp_path / "sites.json")
     assert res.exit_code == 0, res.output
     pooled, sites = load_cooccurrence(tmp_path / "pooled.json"), load_cooccurrence(tmp_path / "sites.json")
     expected = estimate_cooccurrence_from_files(
-        [TRUTH[0], TRUTH[1], md[0]], [NLCD[0], NLCD[1], md[1]], LEGEND, sites=["wv", "wv", "md"]
+        [TRUTH[0], TRUTH[1], MD_TRUTH], [NLCD[0], NLCD[1], MD_NLCD], LEGEND, sites=["wv", "wv", "md"]
     )
     assert np.allclose(sites.matrix, expected.matrix, atol=1e-5)  # the JSON keeps 6 decimals
     assert not np.allclose(sites.matrix, pooled.matrix[:, [pooled.source_codes.index(c) for c in sites.source_codes]])
