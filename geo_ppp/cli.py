@@ -105,6 +105,22 @@ def main(verbose: int, quiet: bool) -> None:
 @click.option("--steps", type=int, default=None, help="Training steps (default: the shipped prior's).")
 @click.option("--base-channels", type=int, default=None, help="U-Net width (default: the shipped prior's).")
 @click.option(
+    "--schedule", type=click.Choice(["linear", "cosine"]), default=None,
+    help="Noise schedule (landcover; default: the shipped prior's, cosine).",
+)
+@click.option(
+    "--prediction", type=click.Choice(["eps", "v"]), default=None,
+    help="What the U-Net predicts (landcover; default: the shipped prior's, v).",
+)
+@click.option(
+    "--crop", type=int, default=None,
+    help="Train on random crops of this many cells (landcover; default: the shipped prior's, 32).",
+)
+@click.option(
+    "--loss-weighting", type=click.Choice(["uniform", "min_snr"]), default=None,
+    help="Per-timestep loss weights (landcover; default: the shipped prior's, min_snr).",
+)
+@click.option(
     "--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train)."
 )
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from a checkpoint.")
@@ -121,6 +137,10 @@ def train_prior(
     out: Path,
     steps: int | None,
     base_channels: int | None,
+    schedule: str | None,
+    prediction: str | None,
+    crop: int | None,
+    loss_weighting: str | None,
     workdir: Path | None,
     resume: bool,
     seed: int,
@@ -148,7 +168,10 @@ def train_prior(
     }
     if dataset == "landcover":
         sources = [LabelSource.parse(s, windows) for s in label_specs]
-        prior = train_landcover_prior(out, sources, legend, batch_size=batch_size, **common)
+        prior = train_landcover_prior(
+            out, sources, legend, batch_size=batch_size, schedule=schedule, prediction=prediction, crop=crop,
+            train_overrides={"loss_weighting": loss_weighting} if loss_weighting else None, **common,
+        )
     else:
         prior = train_digits_prior(out, **common)
     click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 #: ``source(generator, batch_size) -> (B, C, H, W)``: draws a training batch with the generator.
 BatchSource = Callable[[torch.Generator, int], torch.Tensor]
 
+#: Per-timestep loss weightings :func:`train_ddpm` knows.
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
+
 
 def tensor_batches(data: torch.Tensor, hflip: bool = False) -> BatchSource:
     """A :data:`BatchSource` over an in-memory dataset (N, C, H, W), sampled with replacement.
@@ -69,6 +72,10 @@ class TrainConfig:
         grad_clip: clip of the global gradient norm.
         seed: seeds the batch sampler, the noise and the timesteps.
         checkpoint_every: steps between checkpoints.
+        loss_weighting: ``uniform`` (DDPM's L_simple) or ``min_snr`` (Hang et al. 2023: each
+            timestep's loss weighed by ``min(SNR, snr_gamma)``, normalised for the prediction
+            target, so that nearly clean timesteps stop dominating the gradient).
+        snr_gamma: the clip of the min-SNR weighting.
     """
 
     steps: int = 20000
@@ -80,10 +87,16 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     checkpoint_every: int = 1000
+    loss_weighting: str = "uniform"
+    snr_gamma: float = 5.0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ConfigError("steps, batch_size and checkpoint_every must be >= 1")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(f"unknown loss_weighting {self.loss_weighting!r}; use one of {LOSS_WEIGHTINGS}")
+        if self.snr_gamma <= 0:
+            raise ConfigError(f"snr_gamma must be > 0, got {self.snr_gamma}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
 
@@ -138,6 +151,36 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tens
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def _loss(
+    model: Denoiser,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    config: TrainConfig,
+) -> torch.Tensor:
+    """The regression loss of one batch, on the model's own target (noise or velocity)."""
+    prediction = getattr(model, "prediction", "eps")
+    td = t.to(x0.device)
+    if prediction == "v":
+        a = schedule.sqrt_abar(t, x0)
+        s = schedule.sqrt_one_minus_abar(t, x0)
+        target = a * noise - s * x0
+        out = model.predict_raw(x_t, model.check_input(x_t, td))  # type: ignore[attr-defined]
+    else:
+        target = noise
+        out = model(x_t, td)
+    per_sample = (out - target).pow(2).flatten(1).mean(1)
+    if config.loss_weighting == "min_snr":
+        abar = schedule.alphas_cumprod[t.cpu() - 1].to(x0.device, torch.float32)
+        snr = abar / (1 - abar)
+        clipped = snr.clamp(max=config.snr_gamma)
+        # the eps loss equals SNR x the x0 loss and the v loss (SNR + 1) x it: divide that out
+        per_sample = per_sample * clipped / (snr + 1 if prediction == "v" else snr)
+    return per_sample.mean()
+
+
 def train_ddpm(
     denoiser: Denoiser,
     schedule: NoiseSchedule,
@@ -148,8 +191,9 @@ def train_ddpm(
     device: torch.device | str = "cpu",
     progress: bool = True,
     callback: Callable[[int, float], None] | None = None,
+    on_checkpoint: Callable[[int, Denoiser, list[float]], None] | None = None,
 ) -> TrainResult:
-    """Train ``denoiser`` to predict noise (DDPM's L_simple) on ``data``.
+    """Train ``denoiser`` on ``data`` to predict its target (noise, or velocity for a v-model).
 
     Args:
         denoiser: the model to train, in place.
@@ -161,6 +205,8 @@ def train_ddpm(
         device: where to train.
         progress: show a tqdm bar with the running loss.
         callback: called as ``callback(step, loss)`` after each step.
+        on_checkpoint: called as ``on_checkpoint(steps_done, ema, losses)`` after each checkpoint
+            (for example to publish the prior so far, so that a stopped run leaves a usable one).
 
     Returns:
         A :class:`TrainResult` whose ``ema`` is the prior to save.
@@ -186,10 +232,11 @@ def train_ddpm(
     if ckpt is not None and ckpt.exists() and resume:
         tensors, meta = read_safetensors(ckpt)
         saved = json.loads(meta["train_config"])
+        defaults = TrainConfig().to_dict()
         mismatch = {
-            k: (saved[k], v)
+            k: (saved.get(k, defaults[k]), v)
             for k, v in config.to_dict().items()
-            if k not in ("steps", "checkpoint_every") and saved.get(k) != v
+            if k not in ("steps", "checkpoint_every") and saved.get(k, defaults[k]) != v
         }
         if mismatch:
             raise ConfigError(
@@ -231,7 +278,7 @@ def train_ddpm(
         t = torch.randint(1, schedule.num_steps + 1, (x0.shape[0],), generator=gen)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         x_t = schedule.q_sample(x0, t, noise)
-        loss = (model(x_t, t.to(device)) - noise).pow(2).mean()
+        loss = _loss(model, schedule, x0, x_t, t, noise, config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -252,6 +299,8 @@ def train_ddpm(
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             save(step + 1)
+            if on_checkpoint is not None:
+                on_checkpoint(step + 1, ema, losses)
     bar.close()
     model.eval()
     return TrainResult(ema=ema.freeze(), model=model, losses=losses, resumed_from=start)

@@ -150,6 +150,7 @@ def save_prior(prior: Prior, folder: str | os.PathLike[str]) -> Path:
         "version": 1,
         "architecture": "unet",
         "unet": prior.denoiser.config.to_dict(),
+        "prediction": prior.denoiser.prediction,
         "schedule": prior.schedule.to_config(),
         "meta": prior.meta,
     }
@@ -255,9 +256,9 @@ def load_prior(name_or_path: str | os.PathLike[str], device: torch.device | str 
         try:
             unet_config = UNetConfig.from_dict(config["unet"])
             schedule = NoiseSchedule.from_config(config["schedule"])
+            denoiser = UNetDenoiser(unet_config, str(config.get("prediction", "eps")), schedule)
         except (KeyError, TypeError, ConfigError) as err:
             raise WeightsError(f"{config_path} is not a valid prior config: {err}") from err
-        denoiser = UNetDenoiser(unet_config)
         tensors, _ = read_safetensors(path / "model.safetensors")
         try:
             denoiser.load_state_dict(tensors, strict=True)
