@@ -307,8 +307,75 @@ def generate(
         "steps": steps,
         "shape": list(x.shape),
     }
-    paths = save_samples(x, out, record, overwrite)
+    palette = None
+    if loaded.meta.get("kind") == "landcover" and loaded.meta.get("legend"):
+        from geo_ppp.landcover.legends import load_legend
+
+        palette = load_legend(str(loaded.meta["legend"])).colors
+    paths = save_samples(x, out, record, overwrite, palette=palette)
     click.echo("wrote " + ", ".join(str(p) for p in paths))
+
+
+@main.command("prior-check")
+@click.argument("prior")
+@click.option(
+    "--labels",
+    multiple=True,
+    help="Real label rasters to compare with (files or folders of GeoTIFFs of one CRS, repeatable); "
+    "default: the prior's own held-out windows.",
+)
+@click.option("--num", type=int, default=256, show_default=True, help="Samples (and real windows) to draw.")
+@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default="ddim", show_default=True)
+@click.option("--steps", type=int, default=50, show_default=True, help="Reverse steps (0: every timestep).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("prior_check"),
+    show_default=True,
+    help="Folder for prior_check.json and prior_check.png.",
+)
+@seed_option
+@device_option
+@overwrite_option
+@_handle_errors
+def prior_check(
+    prior: str,
+    labels: tuple[str, ...],
+    num: int,
+    sampler: str,
+    steps: int,
+    out: Path,
+    seed: int,
+    device: str,
+    overwrite: bool,
+) -> None:
+    """Compare a land-cover prior's unconditional samples with real label windows.
+
+    Exit status 0 when every check passes, 3 when one fails (the report is written either way).
+    """
+    from geo_ppp.core.weights import load_prior
+    from geo_ppp.landcover.prior_check import check_prior, write_report
+    from geo_ppp.outputs import check_outputs
+
+    if num < 1:
+        raise click.BadParameter(f"must be >= 1 (got {num}); e.g. --num 256", param_hint="--num")
+    if out.exists() and not out.is_dir():
+        raise click.ClickException(f"--out {out} is a file; give a folder for the report")
+    # the folder is made only once the report exists; its parent must exist now
+    check_outputs([out / "prior_check.json", out / "prior_check.png"] if out.is_dir() else [out], overwrite)
+    loaded = load_prior(prior, device=_device(device))
+    report = check_prior(
+        loaded, labels=list(labels) or None, num=num, sampler=sampler, steps=steps or None, seed=seed
+    )
+    report.settings["command"] = _command_line()
+    paths = write_report(report, out, overwrite)
+    for name, check in report.checks.items():
+        value = check["value"]
+        shown = "n/a" if value is None else f"{value:.4f}"
+        click.echo(f"{'PASS' if check['passed'] else 'FAIL'}  {name:<40} {shown:>9}  {check['limit']}")
+    click.echo("wrote " + ", ".join(str(p) for p in paths))
+    if not report.passed:
+        raise SystemExit(3)
 
 
 def _set_verbosity(verbose: int, quiet: bool) -> None:

@@ -182,8 +182,12 @@ def save_samples(
     out_png: str | os.PathLike[str],
     record: dict[str, Any],
     overwrite: bool = False,
+    palette: Sequence[Sequence[int]] | None = None,
 ) -> list[Path]:
     """Write ``OUT.png`` (a grid), ``OUT.npy`` (the samples, N x C x H x W) and ``OUT.json``.
+
+    With a ``palette`` (one RGB colour per channel, e.g. a legend's), the samples are class maps:
+    the PNG shows each sample's argmax over channels in those colours, not its first channels.
 
     ``OUT.json`` holds ``record``: the resolved configuration that produced the samples. All
     outputs are checked before anything is written, and each is written atomically.
@@ -198,7 +202,15 @@ def save_samples(
         raise ConfigError(f"--out must end in .png, got {png.name}")
     npy, js = png.with_suffix(".npy"), png.with_suffix(".json")
     check_outputs([png, npy, js], overwrite)
-    grid = grid_image(x)
+    if palette is not None:
+        colors = np.asarray(palette, dtype=np.float32) / 255.0
+        if colors.shape != (x.shape[1], 3):
+            raise ConfigError(f"a palette of {x.shape[1]} RGB colours is needed, got shape {colors.shape}")
+        classes = x.argmax(dim=1).numpy()
+        rgb = torch.from_numpy(colors[classes].transpose(0, 3, 1, 2) * 2 - 1)
+        grid = grid_image(rgb)
+    else:
+        grid = grid_image(x)
     with atomic_path(npy) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, x.numpy().astype(np.float32))

@@ -150,7 +150,12 @@ def train_landcover_prior(
     for i, src in enumerate(sources):
         ds = label_dataset(src.paths)
         windows = sample_label_windows(
-            ds, legend, src.windows, window_m=window_m, size=size, seed=seed + i,
+            ds,
+            legend,
+            src.windows,
+            window_m=window_m,
+            size=size,
+            seed=seed + i,
             split="train" if holdout else "all",
         )
         pools.append(onehot_pm1(windows, legend.num_classes))
@@ -174,7 +179,9 @@ def train_landcover_prior(
             "give more label rasters, raise --windows, or lower --batch-size"
         )
     diffusion = {**LANDCOVER_DIFFUSION}
-    diffusion.update({k: v for k, v in {"schedule": schedule, "prediction": prediction, "crop": crop}.items() if v})
+    diffusion.update(
+        {k: v for k, v in {"schedule": schedule, "prediction": prediction, "crop": crop}.items() if v}
+    )
     crop_cells = int(diffusion["crop"]) if diffusion["crop"] else size  # type: ignore[arg-type]
     if size % config.downsample_factor or crop_cells % config.downsample_factor or crop_cells > size:
         raise ConfigError(
@@ -202,7 +209,9 @@ def train_landcover_prior(
             "trained_steps": steps_done,
             "crop": crop_cells,
             "holdout": (
-                {"block_m": HOLDOUT_BLOCK_M, "every": HOLDOUT_EVERY, "rule": HOLDOUT_RULE} if holdout else None
+                {"block_m": HOLDOUT_BLOCK_M, "every": HOLDOUT_EVERY, "rule": HOLDOUT_RULE}
+                if holdout
+                else None
             ),
             "final_loss": sum(recent) / len(recent),
             "command": command,

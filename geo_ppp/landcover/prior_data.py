@@ -73,6 +73,7 @@ def _window_split(query: tuple[slice, ...]) -> str:
             return "holdout"
     return "edge"
 
+
 log = logging.getLogger(__name__)
 
 

@@ -1,6 +1,14 @@
-"""Copy the second labelled NAIP tile the shipped co-occurrence matrix is counted on.
+"""Copy the real label rasters the shipped matrix and the shipped prior are made from.
 
 Run from the repository root:  python pipelines/data/build.py
+
+From ../shared/data/chesapeake-lulc-1m (see its PROVENANCE.md), copied unchanged into
+``chesapeake-lulc-1m/``: ``Baywide_7class_20132014_E1300000_N1770000.tif``, one 10 x 10 km tile of
+the Chesapeake Bay Program's 1 m land cover (2013/2014, ESRI:102039, West Virginia, ~11 % of it
+holds data). The shipped land-cover prior is trained on it, and ``geo-ppp prior-check`` draws the
+prior's held-out windows from it.
+
+The second labelled NAIP tile the shipped co-occurrence matrix is counted on:
 
 From ../shared/data/chesapeake-tile-25m (see its PROVENANCE.md), copied unchanged:
 - ``m_3907833_nw_17_1_lc.tif``: Chesapeake Land Cover classes 1-6 (CVPR-2019 dataset, Robinson et al.)
@@ -17,15 +25,22 @@ import shutil
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE.parent.parent.parent / "shared" / "data" / "chesapeake-tile-25m"
-FILES = ("m_3907833_nw_17_1_lc.tif", "m_3907833_nw_17_1_nlcd.tif")
+SHARED = HERE.parent.parent.parent / "shared" / "data"
+FILES = {
+    "m_3907833_nw_17_1_lc.tif": "chesapeake-tile-25m/m_3907833_nw_17_1_lc.tif",
+    "m_3907833_nw_17_1_nlcd.tif": "chesapeake-tile-25m/m_3907833_nw_17_1_nlcd.tif",
+    "chesapeake-lulc-1m/Baywide_7class_20132014_E1300000_N1770000.tif": (
+        "chesapeake-lulc-1m/Baywide_7class_20132014_E1300000_N1770000.tif"
+    ),
+}
 
 
 def main() -> None:
-    """Copy the two rasters."""
-    for name in FILES:
+    """Copy the rasters."""
+    for name, source in FILES.items():
         out = HERE / name
-        shutil.copyfile(SOURCE / name, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SHARED / source, out)
         print(f"wrote {out.relative_to(HERE.parent.parent)} ({out.stat().st_size // 1024} kB)")
 
 
