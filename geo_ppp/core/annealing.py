@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["DECAYS", "T_SCHEDULES", "ConstantT", "CosineLinearT", "LinearT", "TSchedule"]
+__all__ = ["DECAYS", "T_SCHEDULES", "ConstantT", "CosineLinearT", "LinearT", "PaperT", "TSchedule"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,20 @@ class CosineLinearT(TSchedule):
 
 
 @dataclass(frozen=True)
+class PaperT(CosineLinearT):
+    """The paper's land-cover schedule, peak-normalised: ``t_max`` is reached at the first step.
+
+    ``f_i = r_i * (1 + a * cos(2 pi * cycles * i / S)) / (1 + a)``. With ``S = 200``, ``a = 0.3``,
+    ``cycles = S / (20 pi)`` and ``t_max = 430`` it is the notebook's
+    ``t_i = 1000 * ((S - i) // 3 + (S - i) // 10 * cos(i / 10)) / S`` (about 430 down to 1).
+    """
+
+    def fraction(self, step: int, n_steps: int) -> float:
+        """Modulated linear ramp, divided by its peak."""
+        return super().fraction(step, n_steps) / (1 + self.amplitude)
+
+
+@dataclass(frozen=True)
 class ConstantT(TSchedule):
     """Always ``t_max`` (use ``t_min == t_max`` for clarity)."""
 
@@ -78,6 +92,7 @@ class ConstantT(TSchedule):
 
 T_SCHEDULES: dict[str, type[TSchedule]] = {
     "cosine": CosineLinearT,
+    "paper": PaperT,
     "linear": LinearT,
     "constant": ConstantT,
 }

@@ -75,6 +75,11 @@ class PnPConfig:
             the prior (``init_steps`` DDIM steps); the latter keeps the samples of a batch
             diverse, pair it with a ``t_max`` well below T. Ignored when ``x_init`` is given.
         init_steps: DDIM steps of the ``ddim`` initialisation.
+        adam_beta1: first-moment decay of Adam/Adamax (the paper's land-cover runs use 0: each
+            step follows its own, freshly noised gradient without momentum).
+        lr_final: the learning rate's decay ends at this fraction of ``lr`` (the paper: 1e-3).
+        finish_renoise: the finishing pass starts from the estimate noised to ``finish_t``;
+            ``False`` takes the estimate itself as ``x_t`` at ``finish_t`` (the paper's land cover).
     """
 
     steps: int = 200
@@ -99,6 +104,9 @@ class PnPConfig:
     amp: bool = True
     init: str = "noise"
     init_steps: int = 25
+    adam_beta1: float = 0.9
+    lr_final: float = 0.0
+    finish_renoise: bool = True
 
     def __post_init__(self) -> None:
         choices = {
@@ -122,6 +130,10 @@ class PnPConfig:
             raise ConfigError(f"prior_weight must be >= 0, got {self.prior_weight}")
         if self.t_jitter < 0:
             raise ConfigError(f"t_jitter must be >= 0, got {self.t_jitter}")
+        if not 0.0 <= self.adam_beta1 < 1.0:
+            raise ConfigError(f"adam_beta1 must lie in [0, 1), got {self.adam_beta1}")
+        if not 0.0 <= self.lr_final <= 1.0:
+            raise ConfigError(f"lr_final must lie in [0, 1] (a fraction of lr), got {self.lr_final}")
 
     def t_schedule_for(self, num_steps: int) -> TSchedule:
         """The t schedule object for a prior with ``num_steps`` diffusion steps."""
@@ -130,7 +142,7 @@ class PnPConfig:
             raise ConfigError(f"need 1 <= t_min ({self.t_min}) <= t_max ({t_max}) <= T ({num_steps})")
         cls = T_SCHEDULES[self.t_schedule]
         kwargs: dict[str, float] = {}
-        if self.t_schedule == "cosine":
+        if self.t_schedule in ("cosine", "paper"):
             kwargs = {"amplitude": self.t_amplitude, "cycles": self.t_cycles}
         return cls(t_max=t_max, t_min=self.t_min, **kwargs)
 
@@ -263,7 +275,7 @@ def plug_and_play(
                     clip=config.clip,
                 ).float()
     eta = init.clone().requires_grad_(True)
-    opt = OPTIMIZERS[config.optimizer]([eta], lr=config.lr)
+    opt = OPTIMIZERS[config.optimizer]([eta], lr=config.lr, betas=(config.adam_beta1, 0.999))
     lr_decay = DECAYS[config.lr_schedule]
     w_decay = DECAYS[config.weight_schedule]
     running_prior_norm: torch.Tensor | None = None
@@ -272,7 +284,7 @@ def plug_and_play(
     with frozen(denoiser):
         for step in range(config.steps):
             progress = step / max(config.steps, 1)
-            lr = config.lr * lr_decay(progress)
+            lr = config.lr * (config.lr_final + (1 - config.lr_final) * lr_decay(progress))
             for group in opt.param_groups:
                 group["lr"] = lr
             t = torch.full((num,), t_sched(step, config.steps))
@@ -335,7 +347,9 @@ def plug_and_play(
         x = eta.detach()
         if config.finish != "none":
             t0 = min(config.finish_t, schedule.num_steps)
-            x_t = schedule.q_sample(x, torch.full((num,), t0), noise.randn(*shape))
+            x_t = x
+            if config.finish_renoise:
+                x_t = schedule.q_sample(x, torch.full((num,), t0), noise.randn(*shape))
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 x = SAMPLERS[config.finish](
                     denoiser, schedule, x_t, t0, noise, steps=config.finish_steps, clip=config.clip

@@ -18,6 +18,7 @@ The algorithm (Graikos et al. 2022, section 2 of docs/METHOD.md, then refined at
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -33,7 +34,15 @@ from geo_ppp.landcover.clustering import ClusterConfig, box_mean, image_features
 from geo_ppp.landcover.constraints import LocalKL, LocalMutualInformation, Relaxation
 from geo_ppp.landcover.weak import Cooccurrence, weak_distribution
 
-__all__ = ["InferConfig", "WindowResult", "coarse_inputs", "infer_windows", "refine_full_resolution"]
+__all__ = [
+    "PRESETS",
+    "PRESET_NAMES",
+    "InferConfig",
+    "WindowResult",
+    "coarse_inputs",
+    "infer_windows",
+    "refine_full_resolution",
+]
 
 #: Plug-and-play settings for land cover (tuned on sample_tiles patches 0-3; see the benchmark).
 LANDCOVER_PNP = {
@@ -49,6 +58,43 @@ LANDCOVER_PNP = {
     "grad_clip": None,
     "init": "noise",
 }
+
+
+#: Named inference presets. ``paper``: the settings with which Graikos et al. made the maps their
+#: fast segmenter learned from (docs/METHOD.md): 200 Adam steps (beta1 0, lr 5e-3 decaying linearly
+#: to 1e-3 of it), t from 430 annealed to 1 with a cosine modulation, both constraint weights 1 -> 0,
+#: the interval relaxation with sigma 0.2 -> 0.02, then 100 ancestral steps from t = 100 without
+#: re-noising. ``tuned`` (the default) is what the prior records in its metadata.
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {
+        "pnp": {
+            "steps": 200,
+            "optimizer": "adam",
+            "adam_beta1": 0.0,
+            "lr": 5e-3,
+            "lr_schedule": "linear",
+            "lr_final": 1e-3,
+            "t_schedule": "paper",
+            "t_max": 430,
+            "t_min": 1,
+            "t_amplitude": 0.3,
+            "t_cycles": 200 / (20 * math.pi),
+            "constraint_weight": 1.0,
+            "weight_schedule": "linear",
+            "grad_clip": None,
+            "finish": "ddpm",
+            "finish_t": 100,
+            "finish_steps": None,
+            "finish_renoise": False,
+        },
+        "kl_weight": 1.0,
+        "mi_weight": 1.0,
+        "relaxation": "interval",
+        "relax_start": 0.2,
+        "relax_end": 0.02,
+    },
+}
+PRESET_NAMES = ("tuned", *PRESETS)
 
 
 @dataclass(frozen=True)

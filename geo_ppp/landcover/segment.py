@@ -21,10 +21,10 @@ import torch
 from torch.nn import functional as F
 
 from geo_ppp.core.weights import Prior, load_prior
-from geo_ppp.errors import InputError
+from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.io import Grid, read_image, read_labels_on_grid, write_class_map
 from geo_ppp.io.regions import pixel_size
-from geo_ppp.landcover.infer import InferConfig, WindowResult, infer_windows
+from geo_ppp.landcover.infer import PRESET_NAMES, PRESETS, InferConfig, WindowResult, infer_windows
 from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.landcover.prior import check_prior_legend
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
@@ -64,8 +64,23 @@ def sidecar_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + ".json")
 
 
-def default_infer_config(prior: Prior | None) -> InferConfig:
-    """The prior's tuned inference settings (``meta["infer"]``), else the generic defaults."""
+def default_infer_config(prior: Prior | None, preset: str = "tuned") -> InferConfig:
+    """Inference settings: the prior's tuned ones, or a named preset.
+
+    ``tuned`` is the prior's ``meta["infer"]`` (else the generic defaults); ``paper`` is the
+    paper's schedule (:data:`~geo_ppp.landcover.infer.PRESETS`) on top of it.
+
+    Raises:
+        ConfigError: an unknown preset.
+    """
+    if preset != "tuned":
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; use one of {list(PRESET_NAMES)}")
+        base = InferConfig().to_dict()
+        if prior is not None and isinstance(prior.meta.get("infer"), dict):
+            base = InferConfig.from_dict(prior.meta["infer"]).to_dict()
+        data = {**base, **PRESETS[preset]}
+        return InferConfig.from_dict(data)
     if prior is not None and isinstance(prior.meta.get("infer"), dict):
         return InferConfig.from_dict(prior.meta["infer"])
     return InferConfig()
