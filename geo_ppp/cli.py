@@ -426,6 +426,13 @@ def _tile_progress(total_hint: int, enabled: bool) -> Any:
 @click.option(
     "--steps", type=int, default=None, help="Plug-and-play steps (default: the prior's tuned ones)."
 )
+@click.option(
+    "--preset",
+    type=click.Choice(["tuned", "paper"]),
+    default="tuned",
+    show_default=True,
+    help="Inference schedule: the prior's tuned one, or the paper's (200 steps + 100 ancestral).",
+)
 @click.option("--tile-size", type=int, default=256, show_default=True, help="Tile size, working-grid pixels.")
 @click.option("--overlap", type=int, default=32, show_default=True, help="Tile overlap, pixels (blended).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per inference batch.")
@@ -469,6 +476,7 @@ def segment(
     prior: str | None,
     cooccurrence: str | None,
     steps: int | None,
+    preset: str,
     tile_size: int,
     overlap: int,
     batch_size: int,
@@ -505,6 +513,7 @@ def segment(
             prior=prior,
             cooccurrence=cooccurrence,
             steps=steps,
+            preset=preset,
             tile_size=tile_size,
             overlap=overlap,
             batch_size=batch_size,

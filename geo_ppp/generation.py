@@ -208,7 +208,7 @@ def save_samples(
             raise ConfigError(f"a palette of {x.shape[1]} RGB colours is needed, got shape {colors.shape}")
         classes = x.argmax(dim=1).numpy()
         rgb = torch.from_numpy(colors[classes].transpose(0, 3, 1, 2) * 2 - 1)
-        grid = grid_image(rgb)
+        grid = (grid_image(rgb) * 255).round().astype(np.uint8)  # exact legend colours
     else:
         grid = grid_image(x)
     with atomic_path(npy) as tmp:

@@ -8,7 +8,7 @@ A job spec (paths relative to the spec's folder)::
 
     [defaults]                     # optional: settings shared by every region
     legend = "chesapeake"
-    steps = 30
+    steps = 30                     # or preset = "paper"
 
     [[region]]
     name = "patch0"
@@ -56,6 +56,7 @@ SETTING_KEYS = {
     "prior",
     "cooccurrence",
     "steps",
+    "preset",
     "tile_size",
     "overlap",
     "batch_size",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from geo_ppp.core.weights import Prior, load_prior
-from geo_ppp.errors import InputError
+from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.io.regions import (
     ImageReader,
@@ -381,6 +381,7 @@ def plan(
     cooccurrence: str | os.PathLike[str] | None = None,
     config: InferConfig | None = None,
     steps: int | None = None,
+    preset: str = "tuned",
     tile_size: int = 256,
     overlap: int = 32,
     batch_size: int = 8,
@@ -403,7 +404,10 @@ def plan(
         cooc_name = str(Path(cooc_name).resolve())
     cooc = _cached_cooccurrence(cooc_name)
     cooc.check_legend(legend)
-    config = config or default_infer_config(prior_obj)
+    try:
+        config = config or default_infer_config(prior_obj, preset)
+    except ConfigError as err:
+        raise InputError(f"--preset: {err}") from None
     if steps is not None:
         config = config.with_pnp(steps=steps)
     if batch_size < 1:
@@ -498,6 +502,7 @@ def segment(
     cooccurrence: str | os.PathLike[str] | None = None,
     config: InferConfig | None = None,
     steps: int | None = None,
+    preset: str = "tuned",
     tile_size: int = 256,
     overlap: int = 32,
     batch_size: int = 8,
@@ -530,6 +535,7 @@ def segment(
         cooccurrence: co-occurrence name or JSON (default: the legend's).
         config: inference settings (default: the prior's tuned ones); ``steps`` overrides its steps.
         steps: plug-and-play steps (default: the prior's tuned ones).
+        preset: ``tuned`` (the prior's settings) or ``paper`` (the paper's 200-step schedule).
         tile_size: tile size in working-grid pixels.
         overlap: tile overlap in pixels (blended with feathered weights).
         batch_size: tiles per inference batch.
@@ -570,10 +576,11 @@ def segment(
         # up: a malformed or unreachable scheduler, or workers that cannot load the prior, leave nothing.
         prep = prepare_region(
             image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, config=config,
-            steps=steps, tile_size=tile_size, overlap=overlap, batch_size=batch_size, seed=seed, bands=bands,
-            aoi=aoi, label_attribute=label_attribute, probabilities=probabilities, vector=vector,
-            quicklook=quicklook, workdir=workdir, resume=resume, overwrite=overwrite, device=device,
-            command=command, before_workdir=connect if runner is None and scheduler is not None else None,
+            steps=steps, preset=preset, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+            seed=seed, bands=bands, aoi=aoi, label_attribute=label_attribute, probabilities=probabilities,
+            vector=vector, quicklook=quicklook, workdir=workdir, resume=resume, overwrite=overwrite,
+            device=device, command=command,
+            before_workdir=connect if runner is None and scheduler is not None else None,
         )
         job = prep.job
         timings: dict[str, float] = {}
