@@ -1,14 +1,14 @@
 """Land-cover accuracy on sample_tiles at 1 m: baselines (a)-(c) against our method (d).
 
-    python benchmarks/landcover_accuracy.py [--prior landcover-chesapeake] [--steps-curve 0,15,30,60,120,200]
-        [--cooccurrence chesapeake|chesapeake-md|chesapeake-wv|FILE.json]
+    python benchmarks/landcover_accuracy.py [--prior landcover-chesapeake] [--steps-curve 10,20,40,80]
+        [--cooccurrence chesapeake|chesapeake-md|chesapeake-wv|FILE.json] [--no-paper]
 
 (a) NLCD through the co-occurrence matrix, argmax; (b) per-window k-means on R, G, B, NIR, NDVI
 (k=7), each cluster labelled by its weak-label mass; (c) our method without the diffusion prior
-(constraints only, same refinement); (d) our method. Scores are pooled over patches: 'tune' are
-patches 0-3 (whose labels the shipped prior saw in training and on which settings were tuned),
-'check' are patches 4-7 (never seen), 'all' is the eight. Also prints seconds per window and a
-curve of plug-and-play steps against accuracy.
+(constraints only, same refinement); (d) our method; (c) and (d) at the prior's tuned step count S
+and at 2S (convergence), and (d) under ``--preset paper``. Scores are pooled over patches: 'tune'
+are patches 0-3 (on which settings were tuned), 'check' are patches 4-7, 'all' is the eight. Also
+prints seconds per window, km2 per hour, and optionally a curve of plug-and-play steps.
 
 The co-occurrence matrix turns NLCD into class probabilities for every method. The shipped one
 (``chesapeake``) was counted on two labelled tiles, these eight patches among them, so (a) is scored
@@ -35,6 +35,7 @@ from geo_ppp.landcover.segment import default_infer_config
 from geo_ppp.landcover.weak import load_cooccurrence, weak_distribution
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_tiles"
+KM2_PER_WINDOW = 0.256 * 0.256
 SPLITS = {"tune": [0, 1, 2, 3], "check": [4, 5, 6, 7], "all": list(range(8))}
 
 
@@ -58,7 +59,8 @@ def pooled(preds, tiles, idx, k):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", default="landcover-chesapeake")
-    parser.add_argument("--steps-curve", default="0,15,30,60,120,200")
+    parser.add_argument("--steps-curve", default="", help="e.g. 10,20,40,80: (c) and (d) at each step count")
+    parser.add_argument("--no-paper", action="store_true", help="skip the (slow) --preset paper row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cooccurrence", default="chesapeake", help="matrix name or JSON file")
     args = parser.parse_args()
@@ -76,50 +78,55 @@ def main() -> None:
 
     methods = {}
     timings = {}
-    t0 = time.perf_counter()
-    methods["(a) NLCD x co-occurrence, argmax"] = weak_argmax(weak_distribution(weak_codes, cooc, 0.0)).numpy()
-    timings["(a) NLCD x co-occurrence, argmax"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    raw = weak_distribution(weak_codes, cooc, 0.0)
-    methods["(b) k-means (k=7) + weak-label mass"] = kmeans_baseline(image, raw, valid, 7, args.seed).numpy()
-    timings["(b) k-means (k=7) + weak-label mass"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res_c = infer_windows(image, weak_codes, valid, cooc, None, config, seeds=seeds)
-    methods["(c) ours without the prior"] = res_c.probabilities.argmax(1).numpy()
-    timings["(c) ours without the prior"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res_d = infer_windows(image, weak_codes, valid, cooc, prior, config, seeds=seeds)
-    methods["(d) ours"] = res_d.probabilities.argmax(1).numpy()
-    timings["(d) ours"] = time.perf_counter() - t0
-    up = torch.nn.functional.interpolate(res_d.coarse, scale_factor=4, mode="nearest")
-    methods["(d') ours at 4 m, nearest-upsampled"] = up.argmax(1).numpy()
-    timings["(d') ours at 4 m, nearest-upsampled"] = timings["(d) ours"]
 
-    print(f"prior {args.prior}, {config.pnp_config().steps} plug-and-play steps, seed {args.seed}, "
+    def run(name, fn):
+        t0 = time.perf_counter()
+        methods[name] = fn()
+        timings[name] = time.perf_counter() - t0
+
+    run("(a) NLCD x co-occurrence, argmax", lambda: weak_argmax(weak_distribution(weak_codes, cooc, 0.0)).numpy())
+    raw = weak_distribution(weak_codes, cooc, 0.0)
+    run("(b) k-means (k=7) + weak-label mass", lambda: kmeans_baseline(image, raw, valid, 7, args.seed).numpy())
+    steps = config.pnp_config().steps
+    for mult in (1, 2):
+        cfg = config.with_pnp(steps=steps * mult)
+        tag = f"S={steps * mult}" if mult == 1 else f"2S={steps * mult}"
+        run(f"(c) ours without the prior, {tag}",
+            lambda cfg=cfg: infer_windows(image, weak_codes, valid, cooc, None, cfg, seeds=seeds).probabilities.argmax(1).numpy())
+        run(f"(d) ours, {tag}",
+            lambda cfg=cfg: infer_windows(image, weak_codes, valid, cooc, prior, cfg, seeds=seeds).probabilities.argmax(1).numpy())
+    if not args.no_paper:
+        paper = default_infer_config(prior, "paper")
+        run("(d) ours, --preset paper", lambda: infer_windows(image, weak_codes, valid, cooc, prior, paper, seeds=seeds).probabilities.argmax(1).numpy())
+
+    print(f"prior {args.prior}, tuned S = {steps} plug-and-play steps, seed {args.seed}, "
           f"co-occurrence {args.cooccurrence}\n")
-    print("| method | tune acc | tune mIoU | check acc | check mIoU | all acc | all mIoU | IoU water/tree/lowveg/built (all) | s/window |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| method | tune acc | tune mIoU | check acc | check mIoU | all acc | all mIoU | IoU water/tree/lowveg/built (check) | s/window | km2/h |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, pred in methods.items():
         cells = []
         for split in ("tune", "check", "all"):
-            s = pooled(pred, tiles, SPLITS[split], k)
-            cells += [f"{100 * s.accuracy:.1f}", f"{100 * s.miou:.1f}"]
-        s_all = pooled(pred, tiles, SPLITS["all"], k)
-        ious = "/".join("-" if np.isnan(v) else f"{100 * v:.0f}" for v in s_all.iou)
-        print(f"| {name} | " + " | ".join(cells) + f" | {ious} | {timings[name] / 8:.2f} |")
+            sc = pooled(pred, tiles, SPLITS[split], k)
+            cells += [f"{100 * sc.accuracy:.1f}", f"{100 * sc.miou:.1f}"]
+        s_chk = pooled(pred, tiles, SPLITS["check"], k)
+        ious = "/".join("-" if np.isnan(v) else f"{100 * v:.0f}" for v in s_chk.iou)
+        per = timings[name] / 8
+        print(f"| {name} | " + " | ".join(cells) + f" | {ious} | {per:.2f} | {KM2_PER_WINDOW / per * 3600:.0f} |")
 
-    print("\nplug-and-play steps against accuracy (all eight patches):\n")
-    print("| steps | all acc | all mIoU | check acc | check mIoU | s/window |")
-    print("|---|---|---|---|---|---|")
-    for steps in [int(s) for s in args.steps_curve.split(",") if s]:
-        cfg = config.with_pnp(steps=steps)
-        t0 = time.perf_counter()
-        res = infer_windows(image, weak_codes, valid, cooc, prior, cfg, seeds=seeds)
-        el = (time.perf_counter() - t0) / 8
-        pred = res.probabilities.argmax(1).numpy()
-        s_all, s_chk = pooled(pred, tiles, SPLITS["all"], k), pooled(pred, tiles, SPLITS["check"], k)
-        print(f"| {steps} | {100 * s_all.accuracy:.1f} | {100 * s_all.miou:.1f} | {100 * s_chk.accuracy:.1f} | "
-              f"{100 * s_chk.miou:.1f} | {el:.2f} |")
+    if args.steps_curve:
+        print("\nplug-and-play steps against accuracy:\n")
+        print("| steps | (c) check acc | (c) check mIoU | (d) check acc | (d) check mIoU | (d) tune acc | (d) tune mIoU |")
+        print("|---|---|---|---|---|---|---|")
+        for n in [int(v) for v in args.steps_curve.split(",") if v]:
+            cfg = config.with_pnp(steps=n)
+            row = []
+            for p in (None, prior):
+                pred = infer_windows(image, weak_codes, valid, cooc, p, cfg, seeds=seeds).probabilities.argmax(1).numpy()
+                splits = ("check",) if p is None else ("check", "tune")
+                for split in splits:
+                    sc = pooled(pred, tiles, SPLITS[split], k)
+                    row += [f"{100 * sc.accuracy:.1f}", f"{100 * sc.miou:.1f}"]
+            print(f"| {n} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ def main(verbose: int, quiet: bool) -> None:
     "--loss-weighting", type=click.Choice(["uniform", "min_snr"]), default=None,
     help="Per-timestep loss weights (landcover; default: the shipped prior's, min_snr).",
 )
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast on CUDA (landcover; ignored on the CPU).")
 @click.option(
     "--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train)."
 )
@@ -141,6 +142,7 @@ def train_prior(
     prediction: str | None,
     crop: int | None,
     loss_weighting: str | None,
+    bf16: bool,
     workdir: Path | None,
     resume: bool,
     seed: int,
@@ -170,7 +172,8 @@ def train_prior(
         sources = [LabelSource.parse(s, windows) for s in label_specs]
         prior = train_landcover_prior(
             out, sources, legend, batch_size=batch_size, schedule=schedule, prediction=prediction, crop=crop,
-            train_overrides={"loss_weighting": loss_weighting} if loss_weighting else None, **common,
+            train_overrides={"loss_weighting": loss_weighting} if loss_weighting else None, bf16=bf16,
+            **common,
         )
     else:
         prior = train_digits_prior(out, **common)

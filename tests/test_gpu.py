@@ -42,3 +42,20 @@ def test_ddim_sampling_on_cuda():
     prior = load_prior("digits", device="cuda")
     x = sample(prior.denoiser, prior.schedule, (1, 16, 16), 32, "ddim", steps=20, device="cuda")
     assert x.shape == (32, 1, 16, 16) and x.abs().max() <= 1.0 + 1e-5
+
+
+def test_landcover_prior_trains_in_bf16_on_cuda(tmp_path):
+    from pathlib import Path
+
+    from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
+
+    lulc = Path(__file__).resolve().parent.parent / "pipelines" / "data" / "chesapeake-lulc-1m"
+    unet = {"base_channels": 8, "channel_mult": (1, 2, 2, 2), "attention_levels": ()}
+    prior = train_landcover_prior(
+        tmp_path / "p", [LabelSource((str(lulc),), 1.0, 32)], "chesapeake", steps=20, batch_size=16, unet=unet,
+        device="cuda", progress=False, bf16=True,
+    )
+    assert next(prior.denoiser.parameters()).dtype == torch.float32
+    assert torch.isfinite(torch.tensor(prior.meta["final_loss"]))
+    x = sample(prior.denoiser, prior.schedule, (4, 64, 64), 4, "ddim", steps=5, device="cuda")
+    assert x.shape == (4, 4, 64, 64) and torch.isfinite(x).all()

@@ -171,7 +171,7 @@ def _loss(
     else:
         target = noise
         out = model(x_t, td)
-    per_sample = (out - target).pow(2).flatten(1).mean(1)
+    per_sample = (out.float() - target).pow(2).flatten(1).mean(1)
     if config.loss_weighting == "min_snr":
         abar = schedule.alphas_cumprod[t.cpu() - 1].to(x0.device, torch.float32)
         snr = abar / (1 - abar)
@@ -192,6 +192,7 @@ def train_ddpm(
     progress: bool = True,
     callback: Callable[[int, float], None] | None = None,
     on_checkpoint: Callable[[int, Denoiser, list[float]], None] | None = None,
+    bf16: bool = False,
 ) -> TrainResult:
     """Train ``denoiser`` on ``data`` to predict its target (noise, or velocity for a v-model).
 
@@ -207,6 +208,8 @@ def train_ddpm(
         callback: called as ``callback(step, loss)`` after each step.
         on_checkpoint: called as ``on_checkpoint(steps_done, ema, losses)`` after each checkpoint
             (for example to publish the prior so far, so that a stopped run leaves a usable one).
+        bf16: run the forward pass under bfloat16 autocast on CUDA (weights, optimiser state and
+            the loss stay float32; ignored on the CPU). A bf16 run may resume an fp32 checkpoint.
 
     Returns:
         A :class:`TrainResult` whose ``ema`` is the prior to save.
@@ -278,7 +281,8 @@ def train_ddpm(
         t = torch.randint(1, schedule.num_steps + 1, (x0.shape[0],), generator=gen)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         x_t = schedule.q_sample(x0, t, noise)
-        loss = _loss(model, schedule, x0, x_t, t, noise, config)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+            loss = _loss(model, schedule, x0, x_t, t, noise, config)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -116,6 +116,7 @@ def train_landcover_prior(
     crop: int | None = None,
     holdout: bool = True,
     train_overrides: dict[str, object] | None = None,
+    bf16: bool = False,
 ) -> Prior:
     """Train a DDPM prior on label windows drawn (with torchgeo) from ``sources``, and save it.
 
@@ -141,6 +142,7 @@ def train_landcover_prior(
         holdout: keep the held-out blocks out of training (``geo-ppp prior-check`` compares the
             prior with them).
         train_overrides: other :class:`~geo_ppp.core.training.TrainConfig` fields.
+        bf16: bfloat16 autocast on CUDA.
     """
     legend = load_legend(legend)
     if not sources:
@@ -222,7 +224,8 @@ def train_landcover_prior(
         save_prior(Prior(denoiser=snapshot, schedule=noise_schedule, meta=meta_at(steps_done, losses)), out)
 
     result = train_ddpm(
-        denoiser, noise_schedule, batches, train, workdir, resume, device, progress, on_checkpoint=publish
+        denoiser, noise_schedule, batches, train, workdir, resume, device, progress,
+        on_checkpoint=publish, bf16=bf16,
     )
     prior = Prior(denoiser=result.ema, schedule=noise_schedule, meta=meta_at(train.steps, result.losses))
     save_prior(prior, out)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One prepared run for a lent GPU (fits in 8 minutes on one H200). Run through the device tool:
+#
+#   device run  carry=[".whl", "geo_ppp/weights/landcover-chesapeake/.train"]  timeout_s=540
+#     command="bash benchmarks/gpu_run.sh"
+#
+# The GPU image has torch but not the geospatial stack: fill .whl first, here, with
+#   bash benchmarks/fetch_gpu_wheels.sh
+# Writes under $OUT (8 files at most come back):
+#   prior/config.json, prior/model.safetensors   the prior, fine-tuned in bf16 from the committed checkpoint
+#   train.log, tests.log, throughput.txt, summary.txt
+set -uo pipefail
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT/prior"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PWD || { echo "wheel install failed" | tee "$OUT/summary.txt"; exit 1; }
+else
+  export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1
+PY=python3
+LULC=pipelines/data/chesapeake-lulc-1m/Baywide_7class_20132014_E1300000_N1770000.tif
+CKPT=geo_ppp/weights/landcover-chesapeake/.train
+STEPS=${GPU_STEPS:-60000}
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/summary.txt"
+
+# 1. the prior: resume the committed checkpoint (same data, seed and settings), bf16, 5 minutes at most
+mkdir -p /tmp/prior && cp -r "$CKPT" /tmp/prior/.train 2>/dev/null
+timeout 300 $PY -m geo_ppp.cli -v train-prior --dataset landcover --labels "$LULC" --windows 4000 \
+  --out /tmp/prior --steps "$STEPS" --seed 0 --device cuda --bf16 --overwrite > "$OUT/train.log" 2>&1
+echo "train exit $? (124 = stopped at the time limit; the last checkpoint's prior is kept)" | tee -a "$OUT/summary.txt"
+cp /tmp/prior/config.json /tmp/prior/model.safetensors "$OUT/prior/" 2>/dev/null
+grep -o '"trained_steps": [0-9]*' /tmp/prior/config.json | tee -a "$OUT/summary.txt"
+
+# 2. the gpu-marked tests
+timeout 120 $PY -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
+echo "gpu tests exit $?" | tee -a "$OUT/summary.txt"
+
+# 3. batched land-cover inference throughput at the shipped settings (km2/min)
+timeout 90 $PY benchmarks/landcover_speed.py --windows 64 --paper-steps 2 --prior /tmp/prior \
+  > "$OUT/throughput.txt" 2>&1
+echo "throughput exit $?" | tee -a "$OUT/summary.txt"
