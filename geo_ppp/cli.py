@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -153,7 +154,7 @@ def train_prior(
     from geo_ppp.digits import train_digits_prior
     from geo_ppp.outputs import check_outputs
 
-    if (out / "config.json").exists() and not overwrite:
+    if (out / "config.json").exists() and not overwrite and not (resume and _unfinished_prior(out)):
         raise click.ClickException(f"{out} already holds a prior; pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
     check_outputs([out / "model.safetensors"], overwrite=True)
@@ -178,6 +179,17 @@ def train_prior(
     else:
         prior = train_digits_prior(out, **common)
     click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")
+
+
+def _unfinished_prior(folder: Path) -> bool:
+    """Whether ``folder`` holds a prior published at a checkpoint of a run that has not finished."""
+    import json
+
+    try:
+        meta = json.loads((folder / "config.json").read_text()).get("meta", {})
+        return int(meta["trained_steps"]) < int(meta["train"]["steps"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 @main.command("train-classifier")
@@ -364,8 +376,13 @@ def prior_check(
         raise click.BadParameter(f"must be >= 1 (got {num}); e.g. --num 256", param_hint="--num")
     if out.exists() and not out.is_dir():
         raise click.ClickException(f"--out {out} is a file; give a folder for the report")
-    # the folder is made only once the report exists; its parent must exist now
-    check_outputs([out / "prior_check.json", out / "prior_check.png"] if out.is_dir() else [out], overwrite)
+    # the folder (and missing parents) is made only once the report exists
+    if out.is_dir():
+        check_outputs([out / "prior_check.json", out / "prior_check.png"], overwrite)
+    else:
+        ancestor = next(p for p in out.absolute().parents if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+            raise click.ClickException(f"cannot create --out {out}: {ancestor} is not a writable folder")
     loaded = load_prior(prior, device=_device(device))
     report = check_prior(
         loaded, labels=list(labels) or None, num=num, sampler=sampler, steps=steps or None, seed=seed

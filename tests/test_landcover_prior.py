@@ -20,6 +20,7 @@ from geo_ppp.landcover.legends import load_legend
 from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
 from geo_ppp.landcover.prior_check import CheckLimits, compare_statistics, map_statistics, one_hotness
 from geo_ppp.landcover.prior_data import (
+    HOLDOUT_BLOCK_M,
     _window_split,
     augmented_batches,
     holdout_block,
@@ -37,22 +38,25 @@ TINY = {"base_channels": 8, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 1, "
 # --- held-out blocks and crops ---------------------------------------------------------------
 
 
+B = HOLDOUT_BLOCK_M
+
+
 def test_holdout_lattice_holds_out_one_block_in_five():
-    flags = [holdout_block(bx * 1024 + 10, by * 1024 + 10) for bx in range(20) for by in range(20)]
+    flags = [holdout_block(bx * B + 10, by * B + 10) for bx in range(20) for by in range(20)]
     assert sum(flags) == 400 // 5
 
 
 def test_window_split_classifies_by_corners():
     # find a held-out block, then windows inside it, across its edge and far from it
-    bx, by = next((bx, by) for bx in range(10) for by in range(10) if holdout_block(bx * 1024 + 1, by * 1024 + 1))
-    x0, y0 = bx * 1024.0, by * 1024.0
+    bx, by = next((bx, by) for bx in range(10) for by in range(10) if holdout_block(bx * B + 1, by * B + 1))
+    x0, y0 = bx * B, by * B
     inside = (slice(x0 + 100, x0 + 356), slice(y0 + 100, y0 + 356))
     across = (slice(x0 - 100, x0 + 156), slice(y0 + 100, y0 + 356))
     assert _window_split(inside) == "holdout"
     assert _window_split(across) == "edge"
     tx, ty = next((x, y) for x in range(10) for y in range(10) if not any(
-        holdout_block((x + dx) * 1024 + 1, (y + dy) * 1024 + 1) for dx in (0, 1) for dy in (0, 1)))
-    train = (slice(tx * 1024 + 900.0, tx * 1024 + 1156.0), slice(ty * 1024 + 900.0, ty * 1024 + 1156.0))
+        holdout_block((x + dx) * B + 1, (y + dy) * B + 1) for dx in (0, 1) for dy in (0, 1)))
+    train = (slice(tx * B + B - 128, tx * B + B + 128), slice(ty * B + B - 128, ty * B + B + 128))
     assert _window_split(train) == "train"
 
 
@@ -140,7 +144,8 @@ def tiny_landcover_prior(tmp_path_factory):
 def test_trained_prior_round_trips_with_its_diffusion(tiny_landcover_prior):
     cfg = json.loads((tiny_landcover_prior / "config.json").read_text())
     assert cfg["prediction"] == "v" and cfg["schedule"]["name"] == "cosine"
-    assert cfg["meta"]["holdout"]["every"] == 5 and cfg["meta"]["crop"] == 32
+    assert cfg["meta"]["holdout"] == {"block_m": 512.0, "every": 5, "rule": cfg["meta"]["holdout"]["rule"]}
+    assert cfg["meta"]["crop"] == 32
     assert cfg["meta"]["trained_steps"] == 3
     prior = load_prior(tiny_landcover_prior)
     assert prior.denoiser.prediction == "v"

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: Side of the held-out blocks, in CRS units (metres).
-HOLDOUT_BLOCK_M = 1024.0
+HOLDOUT_BLOCK_M = 512.0
 #: One block in this many is held out.
 HOLDOUT_EVERY = 5
 #: The rule, as recorded in a prior's metadata.
