@@ -19,6 +19,7 @@ Cumberland MD), which never saw these patches: the situation of a user's unlabel
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch
 from geo_ppp.core.weights import load_prior
 from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid
 from geo_ppp.landcover.baselines import kmeans_baseline, weak_argmax
-from geo_ppp.landcover.infer import infer_windows
+from geo_ppp.landcover.infer import InferConfig, infer_windows
 from geo_ppp.landcover.legends import load_legend
 from geo_ppp.landcover.metrics import Scores, confusion
 from geo_ppp.landcover.segment import default_infer_config
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--prior", default="landcover-chesapeake")
     parser.add_argument("--steps-curve", default="", help="e.g. 10,20,40,80: (c) and (d) at each step count")
     parser.add_argument("--no-paper", action="store_true", help="skip the (slow) --preset paper row")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an inference setting (JSON value), e.g. mi_weight=0.5 or pnp.t_max=200")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cooccurrence", default="chesapeake", help="matrix name or JSON file")
     args = parser.parse_args()
@@ -69,6 +72,18 @@ def main() -> None:
     cooc = load_cooccurrence(args.cooccurrence)
     prior = load_prior(args.prior)
     config = default_infer_config(prior)
+    if args.overrides:
+        data = config.to_dict()
+        for item in args.overrides:
+            key, _, text = item.partition("=")
+            value = json.loads(text)
+            if key.startswith("pnp."):
+                data["pnp"][key[4:]] = value
+            elif key.startswith("clusters."):
+                data["clusters"][key[9:]] = value
+            else:
+                data[key] = value
+        config = InferConfig.from_dict(data)
     tiles = load_tiles(legend)
     k = legend.num_classes
     image = torch.tensor(np.stack([t[0] for t in tiles]))
@@ -100,7 +115,7 @@ def main() -> None:
         run("(d) ours, --preset paper", lambda: infer_windows(image, weak_codes, valid, cooc, prior, paper, seeds=seeds).probabilities.argmax(1).numpy())
 
     print(f"prior {args.prior}, tuned S = {steps} plug-and-play steps, seed {args.seed}, "
-          f"co-occurrence {args.cooccurrence}\n")
+          f"co-occurrence {args.cooccurrence}, overrides {args.overrides}\n")
     print("| method | tune acc | tune mIoU | check acc | check mIoU | all acc | all mIoU | IoU water/tree/lowveg/built (check) | s/window | km2/h |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, pred in methods.items():
