@@ -7,13 +7,13 @@ crash leaves either the old file or the complete new one.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from geo_ppp.core.atomic import atomic_path, write_json
 from geo_ppp.errors import GeoPPPError, OutputExistsError
 
-__all__ = ["atomic_path", "check_outputs", "write_json"]
+__all__ = ["OutputError", "atomic_path", "check_distinct", "check_outputs", "write_json"]
 
 
 class OutputError(GeoPPPError, OSError):
@@ -39,3 +39,49 @@ def check_outputs(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> l
         if not os.access(folder, os.W_OK):
             raise OutputError(f"output folder {folder} is not writable; choose another --out")
     return out
+
+
+def _key(path: str | os.PathLike[str]) -> str:
+    """A path as the file system will see it: absolute, symlinks followed, case-folded where it folds."""
+    return os.path.normcase(os.path.realpath(os.path.abspath(path)))
+
+
+def check_distinct(
+    files: Mapping[str, str | os.PathLike[str]],
+    folders: Mapping[str, str | os.PathLike[str]] | None = None,
+    roots: Mapping[str, str | os.PathLike[str]] | None = None,
+) -> None:
+    """Refuse outputs of one run (or of one job) that would land on each other.
+
+    Args:
+        files: a label per output file (``--out landcover.tif``, ``its style landcover.qml``...).
+        folders: a label per output folder that the run fills and may remove (the work dir).
+        roots: a label per folder of the run that must not be an output file (files inside are fine).
+
+    Raises:
+        OutputError: naming every pair that collides: two labels on one file, a file that is a
+            folder of the run, or a file inside such a folder.
+    """
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for label, path in files.items():
+        key = _key(path)
+        if key in seen:
+            problems.append(f"{label} and {seen[key]} are the same file ({path})")
+        else:
+            seen[key] = label
+    for f_label, f_path in (roots or {}).items():
+        label = seen.get(_key(f_path))
+        if label is not None:
+            problems.append(f"{label} is also {f_label} ({f_path})")
+    for f_label, f_path in (folders or {}).items():
+        fkey = _key(f_path)
+        for key, label in seen.items():
+            if key == fkey:
+                problems.append(f"{label} is also {f_label} ({f_path})")
+            elif key.startswith(fkey.rstrip(os.sep) + os.sep):
+                problems.append(f"{label} lies inside {f_label} {f_path}, which the run fills and removes")
+    if problems:
+        raise OutputError(
+            "outputs collide: " + "; ".join(problems) + ". Give each output its own name (nothing written)."
+        )

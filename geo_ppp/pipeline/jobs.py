@@ -37,11 +37,14 @@ from typing import Any
 import numpy as np
 
 from geo_ppp.errors import ConfigError, InputError
+from geo_ppp.outputs import OutputError, check_distinct
 from geo_ppp.pipeline.run import (
     PreparedRegion,
     Progress,
     RegionResult,
+    check_products_distinct,
     finish_region,
+    output_paths,
     prepare_region,
     run_serial,
 )
@@ -258,6 +261,22 @@ def load_job(path: str | os.PathLike[str]) -> JobSpec:
             )
         )
     workdir = _paths(job.get("workdir", f"{path.stem}.work"), base)[0]
+    # every output of every region, sidecars and work dirs included, against every other
+    files: dict[str, Path] = {}
+    folders: dict[str, Path] = {}
+    roots: dict[str, Path] = {}
+    for region in regions:
+        products = output_paths(region.out, region.probabilities, region.vector, region.quicklook)
+        f, d, r = check_products_distinct(
+            products, Path(workdir) / region.name, removed=False, prefix=f"region {region.name!r}: "
+        )
+        files.update(f)
+        folders.update(d)
+        roots.update(r)
+    try:
+        check_distinct(files, folders, roots)
+    except OutputError as err:
+        raise OutputError(f"{path}: {err}") from None
     return JobSpec(
         str(path),
         tuple(regions),

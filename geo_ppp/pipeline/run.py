@@ -49,7 +49,7 @@ from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.landcover.prior import check_prior_legend
 from geo_ppp.landcover.segment import DEFAULT_PRIORS, default_infer_config
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
-from geo_ppp.outputs import check_outputs
+from geo_ppp.outputs import check_distinct, check_outputs
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import Tile, TileGrid, tile_seed
 
@@ -472,6 +472,44 @@ def plan(
 # -- the whole run -------------------------------------------------------------------------------
 
 
+PRODUCT_LABELS = {
+    "map": "--out {}",
+    "config": "its configuration {}",
+    "qml": "its QGIS style {}",
+    "aux": "its GDAL sidecar {}",
+    "probabilities": "--probabilities {}",
+    "vector": "--vector {}",
+    "quicklook": "--quicklook {}",
+}
+
+
+def check_products_distinct(
+    paths: dict[str, Path], workdir: Path, removed: bool, prefix: str = ""
+) -> tuple[dict[str, Path], dict[str, Path], dict[str, Path]]:
+    """Every product of a run, labelled, checked against every other and the work dir.
+
+    Args:
+        paths: the products (:func:`output_paths`).
+        workdir: the work dir.
+        removed: the work dir is removed after the run (the default one); else only its
+            ``tiles/`` folder may be cleared and its ``manifest.json`` rewritten.
+        prefix: put before every label (a job's region name).
+
+    Returns:
+        The labelled files, folders and roots (a job checks them across its regions too).
+    """
+    files = {prefix + PRODUCT_LABELS[k].format(p.name): p for k, p in paths.items()}
+    roots: dict[str, Path] = {}
+    if removed:
+        folders = {prefix + "the work dir": workdir}
+    else:
+        files[prefix + "the work dir's manifest"] = workdir / "manifest.json"
+        folders = {prefix + "the work dir's tiles": workdir / "tiles"}
+        roots = {prefix + "the work dir": workdir}
+    check_distinct(files, folders, roots)
+    return files, folders, roots
+
+
 def output_paths(
     out: str | os.PathLike[str],
     probabilities: str | os.PathLike[str] | None = None,
@@ -638,9 +676,10 @@ def prepare_region(
     ``setup_workdir=False`` nothing is written at all; call :meth:`PreparedRegion.setup` later.
     """
     paths = output_paths(out, probabilities, vector, quicklook)
-    check_outputs([p for k, p in paths.items() if k != "aux"], overwrite)
     keep_workdir = workdir is not None
     workdir = Path(workdir) if workdir is not None else paths["map"].with_name(paths["map"].name + ".work")
+    check_products_distinct(paths, workdir, removed=not keep_workdir)
+    check_outputs([p for k, p in paths.items() if k != "aux"], overwrite)
     job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
     if before_workdir is not None:
         before_workdir(job)
