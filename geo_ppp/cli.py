@@ -732,18 +732,20 @@ def cooccurrence(
 @click.argument("pred", type=click.Path(path_type=Path))
 @click.argument("truth", type=click.Path(path_type=Path))
 @click.option(
-    "--legend", default="chesapeake", show_default=True, help="Legend name or JSON (remaps truth codes)."
+    "--legend",
+    default=None,
+    help="Legend name or JSON (remaps truth codes); default: the one PRED records, else chesapeake. "
+    "A legend that contradicts PRED's is refused.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
 @_handle_errors
-def evaluate(pred: Path, truth: Path, legend: str, as_json: bool) -> None:
+def evaluate(pred: Path, truth: Path, legend: str | None, as_json: bool) -> None:
     """Score a predicted class map PRED against a truth raster TRUTH (accuracy, IoU, confusion)."""
     import json
 
-    from geo_ppp.landcover.evaluate import evaluate_files, format_scores
-    from geo_ppp.landcover.legends import load_legend
+    from geo_ppp.landcover.evaluate import evaluate_files, format_scores, map_legend
 
-    loaded = load_legend(legend)
+    loaded = map_legend(pred, legend)
     scores = evaluate_files(pred, truth, loaded)
     if as_json:
         record = {"prediction": str(pred), "truth": str(truth), "legend": loaded.name}

@@ -54,6 +54,24 @@ def test_evaluate_truth_against_itself():
     assert np.count_nonzero(counts - np.diag(np.diag(counts))) == 0
 
 
+def test_evaluate_uses_the_maps_own_legend_and_refuses_a_contradicting_one(tmp_path):
+    pred, _, _ = _remapped_truth(tmp_path)
+    before = pred.read_bytes()
+    res = _run("evaluate", pred, TRUTH[0], "--legend", "enviroatlas")
+    assert res.exit_code == 1
+    assert "records legend 'chesapeake'" in res.output and "--legend is 'enviroatlas'" in res.output
+    assert "Traceback" not in res.output and pred.read_bytes() == before
+    ok = _run("evaluate", pred, TRUTH[0], "--json")  # no --legend: the map's own
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["legend"] == "chesapeake"
+    # a custom legend under the same name but other class names contradicts the map too
+    custom = LEGEND.to_dict()
+    custom["classes"][1]["name"] = "forest"
+    (tmp_path / "custom.json").write_text(json.dumps(custom))
+    res = _run("evaluate", pred, TRUTH[0], "--legend", tmp_path / "custom.json")
+    assert res.exit_code == 1 and "2=forest" in res.output
+
+
 def test_evaluate_remaps_chesapeake_5_and_6(tmp_path):
     pred, raw, _ = _remapped_truth(tmp_path)
     assert {5}.issubset(set(np.unique(raw).tolist()))  # the raw truth uses the 7-class codes

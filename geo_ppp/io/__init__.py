@@ -11,7 +11,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from geo_ppp.io.rasters import Grid, read_class_raster, read_image, read_labels_on_grid, write_class_map
+from geo_ppp.io.rasters import (
+    Grid,
+    read_class_raster,
+    read_image,
+    read_labels_on_grid,
+    read_map_legend,
+    write_class_map,
+)
 from geo_ppp.io.styles import aux_xml_path, qml_path, write_category_names, write_qml
 
 _LAZY = {
@@ -33,6 +40,7 @@ __all__ = [
     "rasterize_labels",
     "read_aoi",
     "read_class_raster",
+    "read_map_legend",
     "read_image",
     "read_labels_on_grid",
     "read_vector_labels",

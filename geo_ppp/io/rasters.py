@@ -201,6 +201,12 @@ def read_class_raster(
         return data, nodata, Grid(ds.crs, ds.transform, ds.width, ds.height)
 
 
+def read_map_legend(path: str | os.PathLike[str], what: str = "prediction") -> tuple[str | None, str | None]:
+    """The legend a geo_ppp map records: (``LEGEND`` tag, band 1's ``CLASS_NAMES``), None where absent."""
+    with _open(path, what) as ds:
+        return ds.tags().get("LEGEND"), ds.tags(1).get("CLASS_NAMES")
+
+
 def write_class_map(
     path: str | os.PathLike[str],
     codes: np.ndarray,

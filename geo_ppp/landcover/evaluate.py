@@ -18,12 +18,12 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from geo_ppp.errors import ConfigError, InputError
-from geo_ppp.io import Grid, read_class_raster, read_labels_on_grid
+from geo_ppp.io import Grid, read_class_raster, read_labels_on_grid, read_map_legend
 from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.landcover.metrics import Scores, score
 from geo_ppp.landcover.weak import Cooccurrence, estimate_cooccurrence
 
-__all__ = ["estimate_cooccurrence_from_files", "evaluate_files", "format_scores", "same_grid"]
+__all__ = ["estimate_cooccurrence_from_files", "evaluate_files", "format_scores", "map_legend", "same_grid"]
 
 PathLike = str | os.PathLike[str]
 
@@ -44,19 +44,49 @@ def _mask_nodata(codes: np.ndarray, nodata: int | None, legend: Legend) -> np.nd
     return np.where(codes == nodata, legend.nodata, codes)
 
 
-def evaluate_files(pred: PathLike, truth: PathLike, legend: str | PathLike | Legend = "chesapeake") -> Scores:
+def map_legend(pred: PathLike, legend: str | PathLike | Legend | None = None) -> Legend:
+    """The legend to score ``pred`` with: the one the map records, checked against ``legend`` if given.
+
+    A geo_ppp map records its legend (a ``LEGEND`` tag and band 1's ``CLASS_NAMES``). A map that records
+    none is read with ``legend`` (default ``chesapeake``).
+
+    Raises:
+        ConfigError: ``legend`` contradicts the map's own legend.
+    """
+    name, class_names = read_map_legend(pred)
+    if name is None and class_names is None:
+        return load_legend(legend if legend is not None else "chesapeake")
+    if legend is None:
+        try:
+            return load_legend(name or "chesapeake")
+        except ConfigError:
+            raise ConfigError(
+                f"{pred} was made with legend {name!r}, not a built-in one; pass its JSON with --legend"
+            ) from None
+    given = load_legend(legend)
+    mine = ";".join(f"{c}={n}" for c, n in zip(given.codes, given.names, strict=True))
+    if (name is not None and name != given.name) or (class_names is not None and class_names != mine):
+        raise ConfigError(
+            f"{pred} records legend {name!r} ({class_names}), but --legend is {given.name!r} ({mine}); "
+            f"scoring it with another legend would mislabel its classes: drop --legend, or pass the map's"
+        )
+    return given
+
+
+def evaluate_files(pred: PathLike, truth: PathLike, legend: str | PathLike | Legend | None = None) -> Scores:
     """Score a predicted class map against a truth raster.
 
-    The truth is read on the prediction's grid: directly when the grids agree, otherwise reprojected
-    onto it (nearest neighbour). Both are mapped to channel indices through ``legend`` (so truth codes
-    in a source coding, e.g. Chesapeake 5/6, are remapped); pixels that are nodata in either are
-    ignored.
+    The legend is the one the map records (``legend``, if given, must agree with it; see
+    :func:`map_legend`). The truth is read on the prediction's grid: directly when the grids agree,
+    otherwise reprojected onto it (nearest neighbour). Both are mapped to channel indices through
+    the legend (so truth codes in a source coding, e.g. Chesapeake 5/6, are remapped); pixels that
+    are nodata in either are ignored.
 
     Raises:
         InputError: an unreadable raster, rasters that do not overlap, or no pixel left to score.
         ConfigError: codes the legend does not know (the message names them).
     """
-    legend = load_legend(legend)
+    legend = map_legend(pred, legend)
     pred_codes, pred_nodata, grid = read_class_raster(pred, what="prediction")
     truth_codes, truth_nodata, truth_grid = read_class_raster(truth, what="truth")
     if not same_grid(grid, truth_grid):
