@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU (fits in 8 minutes on one H200). Run through the device tool:
 #
-#   device run  carry=[".whl", "geo_ppp/weights/landcover-chesapeake/.train"]  timeout_s=540
+#   device run  carry=[".whl"]  timeout_s=540
 #     command="bash benchmarks/gpu_run.sh"
 #
 # The GPU image has torch but not the geospatial stack: fill .whl first, here, with
@@ -21,7 +21,7 @@ fi
 export PYTHONUNBUFFERED=1
 PY=python3
 LULC=pipelines/data/chesapeake-lulc-1m/Baywide_7class_20132014_E1300000_N1770000.tif
-CKPT=geo_ppp/weights/landcover-chesapeake/.train
+CKPT=geo_ppp/weights/landcover-chesapeake/train_checkpoint
 STEPS=${GPU_STEPS:-60000}
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/summary.txt"
 
