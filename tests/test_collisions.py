@@ -25,10 +25,12 @@ def _snapshot(folder: Path) -> dict[Path, str]:
     "args, message",
     [
         (["--out", "a.tif", "--probabilities", "a.tif"], "--probabilities a.tif and --out a.tif are the same file"),
-        (["--out", "a.tif", "--quicklook", "a.tif"], "--quicklook a.tif and --out a.tif"),
-        (["--out", "a.tif", "--probabilities", "a.qml"], "--probabilities a.qml and its QGIS style a.qml"),
-        (["--out", "a.tif", "--vector", "a.tif.json"], "--vector a.tif.json and its configuration"),
-        (["--out", "a.tif", "--probabilities", "./sub/../a.tif.aux.xml"], "its GDAL sidecar"),
+        (["--out", "a.tif", "--quicklook", "a.tif"], "--quicklook a.tif: this output is written as a PNG"),
+        (["--out", "a.tif", "--probabilities", "./sub/../a.tif"], "--probabilities a.tif and --out a.tif"),
+        (["--out", "sub/../a.tif", "--probabilities", "a.tif"], "are the same file"),
+        # a product onto a sidecar cannot get that far: its name already says the wrong format
+        (["--out", "a.tif", "--probabilities", "a.qml"], "--probabilities a.qml: this output is written as"),
+        (["--out", "a.tif", "--vector", "a.tif.json"], "--vector a.tif.json: this output is written as"),
         (["--out", "a.tif", "--quicklook", "a.tif.work/q.png"], "inside the work dir"),
         (["--out", "a.tif", "--workdir", "w", "--probabilities", "w/tiles/p.tif"], "the work dir's tiles"),
         (["--out", "a.tif", "--workdir", "a.tif"], "--out a.tif is also the work dir"),
@@ -41,7 +43,7 @@ def test_colliding_outputs_are_refused_and_nothing_changes(tmp_path: Path, monke
     before = _snapshot(tmp_path)
     res = CliRunner().invoke(main, ["segment", str(IMAGE), "--weak-labels", str(WEAK), "--overwrite", *args])
     assert res.exit_code == 1, res.output
-    assert "outputs collide" in res.output and message in res.output
+    assert message in res.output
     assert "Traceback" not in res.output
     assert _snapshot(tmp_path) == before
 
@@ -82,7 +84,7 @@ def _job(tmp_path: Path, region_b: str) -> Path:
     "region_b, message",
     [
         ('out = "out/a_p.tif"', "region 'b': --out a_p.tif and region 'a': --probabilities a_p.tif"),
-        ('out = "out/b.tif"\nquicklook = "out/a.qml"', "region 'b': --quicklook a.qml and region 'a': its QGIS style"),
+        ('out = "out/b.tif"\nprobabilities = "out/a.tif"', "region 'b': --probabilities a.tif and region 'a': --out"),
         ('out = "out/b.tif"\nvector = "work/a/tiles/v.gpkg"', "inside region 'a': the work dir's tiles"),
     ],
 )
@@ -94,3 +96,20 @@ def test_job_outputs_collide_across_regions(tmp_path: Path, region_b: str, messa
     assert res.exit_code == 1, res.output
     assert "outputs collide" in res.output and message in res.output
     assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "out.png"], "--out out.png: this output is written as a Cloud Optimized GeoTIFF"),
+        (["--out", "a.tif", "--vector", "x.shp"], "--vector x.shp: this output is written as a GeoPackage"),
+        (["--out", "a.tif", "--probabilities", "p.jpg"], "must end in .tif or .tiff (e.g. p.tif)"),
+        (["--out", "a.tif", "--quicklook", "q.tif"], "written as a PNG"),
+    ],
+)
+def test_output_names_must_say_their_format(tmp_path: Path, monkeypatch, args, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["segment", str(IMAGE), "--weak-labels", str(WEAK), *args])
+    assert res.exit_code == 1, res.output
+    assert message in res.output
+    assert not list(tmp_path.iterdir())

@@ -49,7 +49,7 @@ from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.landcover.prior import check_prior_legend
 from geo_ppp.landcover.segment import DEFAULT_PRIORS, default_infer_config
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
-from geo_ppp.outputs import check_distinct, check_outputs
+from geo_ppp.outputs import OutputError, check_distinct, check_outputs
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import Tile, TileGrid, tile_seed
 
@@ -483,6 +483,20 @@ PRODUCT_LABELS = {
 }
 
 
+PRODUCT_SUFFIXES = {
+    "map": (".tif", ".tiff"),
+    "probabilities": (".tif", ".tiff"),
+    "vector": (".gpkg",),
+    "quicklook": (".png",),
+}
+PRODUCT_FORMATS = {
+    "map": "a Cloud Optimized GeoTIFF",
+    "probabilities": "a Cloud Optimized GeoTIFF",
+    "vector": "a GeoPackage",
+    "quicklook": "a PNG",
+}
+
+
 def check_products_distinct(
     paths: dict[str, Path], workdir: Path, removed: bool, prefix: str = ""
 ) -> tuple[dict[str, Path], dict[str, Path], dict[str, Path]]:
@@ -498,6 +512,14 @@ def check_products_distinct(
     Returns:
         The labelled files, folders and roots (a job checks them across its regions too).
     """
+    for kind, suffixes in PRODUCT_SUFFIXES.items():
+        path = paths.get(kind)
+        if path is not None and path.suffix.lower() not in suffixes:
+            flag = PRODUCT_LABELS[kind].split()[0]
+            raise OutputError(
+                f"{prefix}{flag} {path}: this output is written as {PRODUCT_FORMATS[kind]}, so its name "
+                f"must end in {' or '.join(suffixes)} (e.g. {path.with_suffix(suffixes[0]).name})"
+            )
     files = {prefix + PRODUCT_LABELS[k].format(p.name): p for k, p in paths.items()}
     roots: dict[str, Path] = {}
     if removed:
