@@ -34,10 +34,20 @@ def _handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _command_line() -> str:
-    """The current command as a shell line, rebuilt from the parsed options (defaults left out)."""
+    """The current command as a shell line, rerunnable as recorded.
+
+    Rebuilt from the parsed options (defaults left out), then the positional arguments (after ``--``
+    when one of them starts with a dash).
+    """
     ctx = click.get_current_context()
     parts = [ctx.command_path]
+    arguments: list[str] = []
     for param in ctx.command.params:
+        if isinstance(param, click.Argument) and param.name is not None:
+            value = ctx.params.get(param.name)
+            values = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
+            arguments += [shlex.quote(str(v)) for v in values]
+            continue
         if not isinstance(param, click.Option) or param.name is None:
             continue
         value = ctx.params.get(param.name)
@@ -49,7 +59,9 @@ def _command_line() -> str:
             continue
         for item in value if param.multiple else [value]:
             parts += [param.opts[0], shlex.quote(str(item))]
-    return " ".join(parts)
+    if any(a.lstrip("'").startswith("-") for a in arguments):
+        arguments.insert(0, "--")
+    return " ".join(parts + arguments)
 
 
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")

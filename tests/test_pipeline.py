@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import warnings
 from pathlib import Path
 
@@ -514,13 +515,21 @@ def test_outputs_cog_style_config_and_products(region, baseline, prior, tmp_path
     assert config["tiles"] == {"height": REGION_H, "width": REGION_W, "size": 128, "overlap": 16}
     assert "segment" in config["command"] and "--seed 7" in config["command"]
     assert "--tile-size 128" in config["command"]
+    # the recorded command reruns as recorded: the positional IMAGE is in it
+    recorded = shlex.split(config["command"])
+    assert str(image) in recorded
+    rerun = _cli([*recorded[recorded.index("segment") + 1:], "--out", str(tmp_path / "again.tif"),
+                  "--probabilities", str(tmp_path / "p2.tif")])
+    assert rerun.exit_code == 0, rerun.output
+    with rasterio.open(tmp_path / "again.tif") as ds:
+        assert np.array_equal(ds.read(1), codes)
     with rasterio.open(tmp_path / "p.tif") as ds:
         assert ds.count == LEGEND.num_classes and ds.dtypes == ("uint8",) * 4
         assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         probs = ds.read().astype(int)
     assert np.abs(probs.sum(0) - 255).max() <= 4
     assert not (tmp_path / "map.tif.work").exists()
-    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch files
     assert hidden == []
 
 
