@@ -63,7 +63,8 @@ class CheckLimits:
             their majority.
         landscape_ratio_max: patch density and mean patch area within this factor of real.
         landscape_min_share: the landscape metrics are checked for classes holding at least this
-            share of the real cells (tree canopy and low vegetation for the Chesapeake prior).
+            share of the real cells (tree canopy and low vegetation for the Chesapeake prior;
+            water and built hold under 1 % of its held-out cells).
     """
 
     one_hot_min: float = 0.9
@@ -72,7 +73,7 @@ class CheckLimits:
     rare_majority_max: float = 0.05
     rare_threshold: float = 0.01
     landscape_ratio_max: float = 1.5
-    landscape_min_share: float = 0.05
+    landscape_min_share: float = 0.02
 
 
 @dataclass
