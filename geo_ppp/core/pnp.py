@@ -80,6 +80,10 @@ class PnPConfig:
         lr_final: the learning rate's decay ends at this fraction of ``lr`` (the paper: 1e-3).
         finish_renoise: the finishing pass starts from the estimate noised to ``finish_t``;
             ``False`` takes the estimate itself as ``x_t`` at ``finish_t`` (the paper's land cover).
+        project: after every step, clamp the estimate to [-project, project] (the prior's value
+            range is [-1, 1]); ``None`` leaves it free. A bounded latent cannot drift where the
+            constraints' gradients vanish (Adam scales even tiny gradients up to full steps), so the
+            optimisation settles instead of moving further with every extra step.
     """
 
     steps: int = 200
@@ -107,6 +111,7 @@ class PnPConfig:
     adam_beta1: float = 0.9
     lr_final: float = 0.0
     finish_renoise: bool = True
+    project: float | None = None
 
     def __post_init__(self) -> None:
         choices = {
@@ -132,6 +137,8 @@ class PnPConfig:
             raise ConfigError(f"t_jitter must be >= 0, got {self.t_jitter}")
         if not 0.0 <= self.adam_beta1 < 1.0:
             raise ConfigError(f"adam_beta1 must lie in [0, 1), got {self.adam_beta1}")
+        if self.project is not None and self.project <= 0:
+            raise ConfigError(f"project must be > 0 or None, got {self.project}")
         if not 0.0 <= self.lr_final <= 1.0:
             raise ConfigError(f"lr_final must lie in [0, 1] (a fraction of lr), got {self.lr_final}")
 
@@ -329,6 +336,9 @@ def plug_and_play(
             eta.grad = grad
             opt.step()
             opt.zero_grad(set_to_none=True)
+            if config.project is not None:
+                with torch.no_grad():
+                    eta.clamp_(-config.project, config.project)
 
             if callback is not None:
                 callback(
