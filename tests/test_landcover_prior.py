@@ -318,3 +318,16 @@ def test_generate_draws_land_cover_in_the_legend_colours(tiny_landcover_prior, t
     colours = {tuple(c) for c in load_legend("chesapeake").colors} | {(255, 255, 255)}
     assert {tuple(p) for p in rgb.reshape(-1, 3)} <= colours
     assert np.load(out.with_suffix(".npy")).shape == (2, 4, 64, 64)
+
+
+def test_a_stopped_runs_published_prior_may_be_resumed_into(tiny_landcover_prior, tmp_path):
+    from geo_ppp.cli import _unfinished_prior
+
+    finished = json.loads((tiny_landcover_prior / "config.json").read_text())
+    assert not _unfinished_prior(tiny_landcover_prior)  # 3 of 3 steps: a finished prior is refused
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    finished["meta"]["trained_steps"] = 2
+    (stopped / "config.json").write_text(json.dumps(finished))
+    assert _unfinished_prior(stopped)
+    assert not _unfinished_prior(tmp_path / "nothing")
