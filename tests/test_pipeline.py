@@ -117,6 +117,30 @@ def _write(path: Path, data: np.ndarray, crs: str | None = CRS, transform=None, 
     return path
 
 
+def _vrt_of_two_files(folder: Path) -> Path:
+    """A VRT mosaicking the region's top and bottom halves, each its own GeoTIFF (written by hand)."""
+    data = _region_array()
+    half = REGION_H // 2
+    _write(folder / "a.tif", data[:, :half], transform=from_origin(*ORIGIN, 1, 1))
+    _write(folder / "b.tif", data[:, half:], transform=from_origin(ORIGIN[0], ORIGIN[1] - half, 1, 1))
+    bands = []
+    for b in range(1, 5):
+        sources = "".join(
+            f"<SimpleSource><SourceFilename relativeToVRT=\"1\">{name}</SourceFilename><SourceBand>{b}</SourceBand>"
+            f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{REGION_W}\" ySize=\"{half}\"/>"
+            f"<DstRect xOff=\"0\" yOff=\"{y0}\" xSize=\"{REGION_W}\" ySize=\"{half}\"/></SimpleSource>"
+            for name, y0 in (("a.tif", 0), ("b.tif", half))
+        )
+        bands.append(f"<VRTRasterBand dataType=\"Byte\" band=\"{b}\">{sources}</VRTRasterBand>")
+    wkt = rasterio.crs.CRS.from_string(CRS).to_wkt()
+    gt = f"{ORIGIN[0]}, 1, 0, {ORIGIN[1]}, 0, -1"
+    xml = (f"<VRTDataset rasterXSize=\"{REGION_W}\" rasterYSize=\"{2 * half}\"><SRS>{wkt}</SRS>"
+           f"<GeoTransform>{gt}</GeoTransform>{''.join(bands)}</VRTDataset>")
+    path = folder / "img.vrt"
+    path.write_text(xml)
+    return path
+
+
 def _weak(path: Path, margin: int = 128, cell: int = 8) -> Path:
     """NLCD-coded weak labels in blocks, in the image CRS on 8 m cells aligned with its 1 m pixels.
 
@@ -668,6 +692,9 @@ BAD_CASES = {
     "out_folder_missing": "does not exist",
     "out_under_a_file": "is a file, not a folder",
     "probabilities_exist": "--overwrite",
+    "nan_in_the_last_tile": "holds NaN values (first in rows 512-560)",
+    "truncated_cog": "is damaged: rows",
+    "vrt_source_missing": "is damaged: rows",
 }
 
 
@@ -718,6 +745,19 @@ def test_segment_bad_input_leaves_nothing(tmp_path: Path, prior, fast_cli, case:
     elif case == "probabilities_exist":
         (out_dir / "p.tif").write_bytes(b"precious")
         extra = ["--probabilities", str(out_dir / "p.tif")]
+    elif case == "nan_in_the_last_tile":  # found while planning, not when its tile comes
+        data = _region_array().astype(np.float32)
+        data[:, -5:, -5:] = np.nan
+        image = _write(inputs / "img.tif", data, transform=from_origin(*ORIGIN, 1, 1))
+    elif case == "truncated_cog":  # the header reads, the last blocks do not
+        data = _region_array()
+        full = _write(inputs / "full.tif", data, transform=from_origin(*ORIGIN, 1, 1), tiled=True,
+                      blockxsize=128, blockysize=128, compress="deflate")
+        image = inputs / "img.tif"
+        image.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.7)])
+    elif case == "vrt_source_missing":
+        image = _vrt_of_two_files(inputs)
+        (inputs / "b.tif").unlink()  # the VRT opens; its second half's source is gone
     args = [str(image), "--weak-labels", str(weak), "--out", str(out), "--prior", str(prior), "-q", *extra]
 
     res = _cli(args)

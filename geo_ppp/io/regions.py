@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.transform import Affine, rowcol
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
@@ -48,6 +49,7 @@ __all__ = [
     "open_region",
     "open_weak_labels",
     "pixel_size",
+    "scan_image_files",
     "window_grid",
 ]
 
@@ -247,6 +249,46 @@ def open_region(
     if dtypes != {"uint8"}:
         scale = _percentile_scale(paths, bands)
     return ImageSpec(tuple(paths), bands, grid, work, res * unit, work_res * unit, scale, tuple(footprints))
+
+
+SCAN_ROWS = 512
+
+
+def scan_image_files(spec: ImageSpec) -> None:
+    """Read every file of a region once, strip by strip, before any tile runs (bounded memory).
+
+    A block that cannot be read (a truncated COG, a VRT whose source is missing) or NaN values
+    outside the file's nodata would otherwise stop the run only when their tile is reached.
+
+    Raises:
+        InputError: naming the file, the rows, and the fix.
+    """
+    for path in spec.paths:
+        try:
+            ds = rasterio.open(path)
+        except RasterioIOError as err:
+            raise InputError(f"image {path} cannot be opened ({err}); check the file") from None
+        with ds:
+            floating = np.dtype(ds.dtypes[spec.bands[0] - 1]).kind == "f"
+            for row in range(0, ds.height, SCAN_ROWS):
+                window = Window(0, row, ds.width, min(SCAN_ROWS, ds.height - row))
+                try:
+                    data = ds.read(list(spec.bands), window=window)
+                except (RasterioIOError, RasterioError) as err:
+                    raise InputError(
+                        f"image {path} is damaged: rows {row}-{row + window.height} cannot be read "
+                        f"({str(err).splitlines()[0]}); download or rebuild the file (a VRT's sources must "
+                        "all exist)"
+                    ) from None
+                if floating:
+                    nan = np.isnan(data)
+                    if ds.nodata is not None and np.isnan(ds.nodata):
+                        nan[:] = False
+                    if nan.any():
+                        raise InputError(
+                            f"image {path} holds NaN values (first in rows {row}-{row + window.height}); "
+                            "set a nodata value for them (e.g. `gdal_translate -a_nodata 0`) or fill them"
+                        )
 
 
 def _percentile_scale(paths: list[str], bands: tuple[int, ...]) -> tuple[tuple[float, float], ...]:

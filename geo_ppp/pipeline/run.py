@@ -42,6 +42,7 @@ from geo_ppp.io.regions import (
     WeakSpec,
     open_region,
     open_weak_labels,
+    scan_image_files,
     window_grid,
 )
 from geo_ppp.landcover.infer import InferConfig, infer_windows
@@ -427,6 +428,7 @@ def plan(
     spec = open_region(
         images, bands=tuple(bands) if bands else None, work_resolution_m=work_res, aoi_bounds=aoi_bounds
     )
+    scan_image_files(spec)  # damaged blocks and NaNs stop the run now, not when their tile comes
     ratio = spec.resolution_m / spec.work_resolution_m
     if spec.resampled:
         msg = (
