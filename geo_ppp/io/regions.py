@@ -22,6 +22,7 @@ tile).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ __all__ = [
     "scan_image_files",
     "window_grid",
 ]
+
+log = logging.getLogger(__name__)
 
 #: relative difference of resolutions below which two grids count as the same resolution
 RES_TOLERANCE = 0.02
@@ -92,14 +95,19 @@ def pixel_size(grid: Grid, what: str = "image") -> float:
     if abs(a.b) > 1e-9 or abs(a.d) > 1e-9:
         raise InputError(f"{what} has a rotated or sheared grid; warp it to a north-up grid (gdalwarp)")
     rx, ry = abs(a.a), abs(a.e)
+    if grid.crs.is_geographic:  # first: its pixels are rarely square in degrees, and that is not the fix
+        raise InputError(
+            f"{what} is in a geographic CRS (degrees): reproject first, to a projected CRS in metres, "
+            "e.g. `gdalwarp -t_srs EPSG:26917`"
+        )
+    if not grid.crs.is_projected:
+        raise InputError(
+            f"{what} is in a local (engineering) CRS, which cannot be placed on the Earth; assign its real "
+            "projected CRS (`gdal_edit.py -a_srs EPSG:...`) or reproject it"
+        )
     if abs(rx - ry) / max(rx, ry) > 0.01:
         raise InputError(
             f"{what} pixels are not square ({rx} x {ry}); warp it to square pixels (gdalwarp -tr)"
-        )
-    if grid.crs.is_geographic:
-        raise InputError(
-            f"{what} is in a geographic CRS (degrees); warp it to a projected CRS in metres, "
-            "e.g. `gdalwarp -t_srs EPSG:26917`"
         )
     return rx
 
@@ -218,11 +226,24 @@ def open_region(
                 union = [min(union[0], b[0]), min(union[1], b[1]), max(union[2], b[2]), max(union[3], b[3])]
     assert first is not None and union is not None and count is not None
     if bands is None:
+        if count > 4:
+            log.warning(
+                "the image has %d bands; reading bands 1-4 as R, G, B, NIR. If that is not their order, "
+                "say which with --bands (e.g. --bands 3,2,1,4)", count
+            )
         bands = tuple(range(1, min(count, 4) + 1))
     bands = tuple(int(b) for b in bands)
     bad = [b for b in bands if not 1 <= b <= count]
     if bad:
         raise InputError(f"bands {bad} out of range: the image has bands 1..{count}; fix --bands")
+    repeated = sorted({b for b in bands if bands.count(b) > 1})
+    if repeated:
+        raise InputError(
+            f"--bands {','.join(map(str, bands))} uses band(s) {repeated} more than once; R, G, B (and NIR) "
+            "must each be their own band"
+        )
+    if len(bands) < 3:
+        raise InputError(f"--bands names {len(bands)} band(s); give at least R,G,B (and NIR if there is one)")
     if len(bands) < 3:
         raise InputError(f"--bands {list(bands)} selects {len(bands)} band(s); give at least R, G, B")
     res = pixel_size(first, "image")

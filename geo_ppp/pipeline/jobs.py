@@ -184,6 +184,10 @@ def load_job(path: str | os.PathLike[str]) -> JobSpec:
         InputError: input files that do not exist (named with their key and line).
     """
     path = Path(path)
+    if path.is_dir():
+        specs = sorted(p.name for p in path.glob("*.toml"))
+        hint = f" (it holds {', '.join(specs)})" if specs else ""
+        raise InputError(f"job spec {path} is a folder{hint}; pass the TOML file itself")
     if not path.is_file():
         raise InputError(f"job spec {path} does not exist")
     text = path.read_text()

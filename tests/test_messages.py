@@ -1,0 +1,93 @@
+"""Messages users meet: each bad input names the problem and the fix, exits non-zero, changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from rasterio.transform import from_origin
+
+from geo_ppp.cli import main
+from geo_ppp.io.regions import open_region
+
+TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
+NAIP, NLCD = TILES / "naip" / "patch0.tif", TILES / "nlcd" / "patch0.tif"
+
+
+def _snapshot(folder: Path) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in folder.rglob("*")}
+
+
+def _image(path: Path, crs, transform, count: int = 4) -> Path:
+    with rasterio.open(NAIP) as src:
+        data = src.read()
+    if count > 4:
+        data = np.concatenate([data, data[: count - 4]])
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": count,
+               "dtype": "uint8", "transform": transform}
+    if crs is not None:
+        profile["crs"] = crs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
+    return path
+
+
+LOCAL_WKT = 'LOCAL_CS["site grid",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("geographic_non_square", "geographic CRS (degrees): reproject first"),
+        ("local_crs", "local (engineering) CRS"),
+        ("bands_repeated", "uses band(s) [1] more than once"),
+        ("bands_too_few", "give at least R,G,B"),
+    ],
+)
+def test_segment_messages(tmp_path: Path, case: str, message: str) -> None:
+    image, extra = NAIP, []
+    if case == "geographic_non_square":
+        image = _image(tmp_path / "geo.tif", "EPSG:4326", rasterio.Affine(1e-5, 0, -80.6, 0, -8e-6, 37.6))
+    elif case == "local_crs":
+        image = _image(tmp_path / "local.tif", rasterio.crs.CRS.from_wkt(LOCAL_WKT), from_origin(0, 256, 1, 1))
+    elif case == "bands_repeated":
+        extra = ["--bands", "1,1,1"]
+    elif case == "bands_too_few":
+        extra = ["--bands", "1,2"]
+    before = _snapshot(tmp_path)
+    res = CliRunner().invoke(main, ["segment", str(image), "--weak-labels", str(NLCD), "--out",
+                                    str(tmp_path / "map.tif"), *extra])
+    assert res.exit_code == 1, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert _snapshot(tmp_path) == before
+
+
+def test_run_on_a_folder_says_to_pass_the_spec(tmp_path: Path) -> None:
+    (tmp_path / "job.toml").write_text("[job]\n")
+    before = _snapshot(tmp_path)
+    res = CliRunner().invoke(main, ["run", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "is a folder (it holds job.toml); pass the TOML file itself" in res.output
+    assert "does not exist" not in res.output
+    assert _snapshot(tmp_path) == before
+
+
+def test_an_eight_band_image_is_read_as_rgbn_with_a_warning(tmp_path: Path, caplog) -> None:
+    image = _image(tmp_path / "eight.tif", "EPSG:26917", from_origin(535399.0, 4170486.0, 1, 1), count=8)
+    with caplog.at_level(logging.WARNING, logger="geo_ppp"):
+        spec = open_region([str(image)])
+    assert spec.bands == (1, 2, 3, 4)
+    assert "8 bands" in caplog.text and "--bands" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geo_ppp"):
+        open_region([str(image)], bands=(3, 2, 1, 4))
+    assert "8 bands" not in caplog.text  # the user said which
