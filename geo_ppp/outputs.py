@@ -29,6 +29,8 @@ def check_outputs(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> l
     """
     out = [Path(p) for p in paths]
     for path in out:
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder; give this output a file name (e.g. {path / 'map.tif'})")
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
         folder = path.parent if str(path.parent) else Path(".")

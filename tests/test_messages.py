@@ -91,3 +91,36 @@ def test_an_eight_band_image_is_read_as_rgbn_with_a_warning(tmp_path: Path, capl
     with caplog.at_level(logging.WARNING, logger="geo_ppp"):
         open_region([str(image)], bands=(3, 2, 1, 4))
     assert "8 bands" not in caplog.text  # the user said which
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("scheduler_malformed", "is not a scheduler address"),
+        ("out_is_a_folder", "is a folder; give this output a file name"),
+        ("empty_geojson", "holds no features"),
+    ],
+)
+def test_more_segment_messages(tmp_path: Path, case: str, message: str) -> None:
+    weak, out, extra = NLCD, tmp_path / "map.tif", []
+    if case == "scheduler_malformed":
+        extra = ["--scheduler", "tcp://"]
+    elif case == "out_is_a_folder":
+        out.mkdir()
+        extra = ["--overwrite"]
+    elif case == "empty_geojson":
+        weak = tmp_path / "empty.geojson"
+        weak.write_text('{"type": "FeatureCollection", "features": []}')
+        extra = ["--label-attribute", "nlcd"]
+    before = _snapshot(tmp_path)
+    res = CliRunner().invoke(main, ["segment", str(NAIP), "--weak-labels", str(weak), "--out", str(out), *extra])
+    assert res.exit_code == 1, res.output
+    assert message in res.output
+    assert "no attribute" not in res.output and "Traceback" not in res.output
+    assert _snapshot(tmp_path) == before  # no work dir left, nothing replaced
+
+
+def test_evaluate_names_the_file_with_unknown_codes(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["evaluate", str(NLCD), str(TILES / "truth" / "patch0.tif")])
+    assert res.exit_code == 1
+    assert f"prediction {NLCD}: label codes [21, 41" in res.output

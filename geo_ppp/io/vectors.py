@@ -86,6 +86,8 @@ def _vector_layer(path: str | os.PathLike[str], what: str, layer: str | int | No
             f"{what} {p} has no CRS (for a Shapefile: no .prj file); set one, e.g. "
             f"`ogr2ogr -a_srs EPSG:4326 fixed.gpkg {p}` (use the CRS the coordinates are really in)"
         )
+    if info.get("features") == 0:
+        raise InputError(f"{what} {p} holds no features (layer {name!r} is empty); give a file with polygons")
     return name, [str(f) for f in info["fields"]]
 
 

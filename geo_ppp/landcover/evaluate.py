@@ -91,8 +91,14 @@ def evaluate_files(pred: PathLike, truth: PathLike, legend: str | PathLike | Leg
     truth_codes, truth_nodata, truth_grid = read_class_raster(truth, what="truth")
     if not same_grid(grid, truth_grid):
         truth_codes, truth_nodata = read_labels_on_grid(truth, grid, what="truth")
-    pred_index = legend.to_index(_mask_nodata(pred_codes, pred_nodata, legend))
-    true_index = legend.to_index(_mask_nodata(truth_codes, truth_nodata, legend))
+    indices = []
+    for what, path, codes, nodata in (("prediction", pred, pred_codes, pred_nodata),
+                                      ("truth", truth, truth_codes, truth_nodata)):
+        try:
+            indices.append(legend.to_index(_mask_nodata(codes, nodata, legend)))
+        except ConfigError as err:
+            raise ConfigError(f"{what} {path}: {err}") from None
+    pred_index, true_index = indices
     scores = score(pred_index, true_index, legend.num_classes)
     if scores.pixels == 0:
         raise InputError(

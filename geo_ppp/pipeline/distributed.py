@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,11 @@ def parse_scheduler(text: str) -> tuple[str, int | None]:
         if n < 1:
             raise InputError(f"--scheduler {text!r}: give local, local:N with N >= 1, or a scheduler address")
         return "local", n
+    if not re.fullmatch(r"(tcp|tls|inproc|ucx|ws|wss)://[^\s/:]+(:\d{1,5})?/?|[^\s/:]+:\d{1,5}", text):
+        raise InputError(
+            f"--scheduler {text!r} is not a scheduler address; give local, local:N, or an address such as "
+            "tcp://HOST:8786 (what `dask scheduler` prints)"
+        )
     return text, None
 
 
