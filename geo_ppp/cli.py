@@ -610,7 +610,7 @@ def run_job_command(
 
         for region in spec.regions:
             prep = prepare_job_region(
-                spec, region, overwrite or spec.overwrite, True, _device(device), setup=False
+                spec, region, overwrite or spec.overwrite, True, _device(device), setup=False, lock=False
             )
             click.echo(f"region {region.name}: {len(prep.job.tiles)} tiles -> {region.out}")
         click.echo(f"{spec.path}: {len(spec.regions)} region(s) valid")

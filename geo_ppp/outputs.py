@@ -6,6 +6,7 @@ crash leaves either the old file or the complete new one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -13,15 +14,20 @@ from pathlib import Path
 from geo_ppp.core.atomic import atomic_path, write_json
 from geo_ppp.errors import GeoPPPError, OutputExistsError
 
-__all__ = ["OutputError", "atomic_path", "check_distinct", "check_outputs", "write_json"]
+__all__ = ["OutputError", "RunLock", "atomic_path", "check_distinct", "check_outputs", "write_json"]
 
 
 class OutputError(GeoPPPError, OSError):
     """An output location cannot be written."""
 
 
-def check_outputs(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> list[Path]:
+def check_outputs(
+    paths: Iterable[str | os.PathLike[str]], overwrite: bool, create_folders: bool = False
+) -> list[Path]:
     """Check, before any work, that every output may be written.
+
+    With ``create_folders`` a missing destination folder is fine when the run can make it (its nearest
+    existing ancestor is a writable folder).
 
     Raises:
         OutputExistsError: if one exists and ``overwrite`` is false.
@@ -36,6 +42,11 @@ def check_outputs(paths: Iterable[str | os.PathLike[str]], overwrite: bool) -> l
         folder = path.parent if str(path.parent) else Path(".")
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"{folder} is a file, not a folder; choose an output path inside a folder")
+        if not folder.is_dir() and create_folders:
+            ancestor = next((a for a in folder.absolute().parents if a.exists()), None)
+            if ancestor is None or not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+                raise OutputError(f"output folder {folder} cannot be made: {ancestor} is not writable")
+            continue
         if not folder.is_dir():
             raise OutputError(f"output folder {folder} does not exist; create it first")
         if not os.access(folder, os.W_OK):
@@ -87,3 +98,98 @@ def check_distinct(
         raise OutputError(
             "outputs collide: " + "; ".join(problems) + ". Give each output its own name (nothing written)."
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+class RunLock:
+    """Lock files that keep two runs off the same outputs and work dir for the length of a run.
+
+    Each locked path ``P`` gets ``.P.name.geo_ppp.lock`` beside it, created atomically (``O_EXCL``)
+    and holding who holds it (process id, host, start time, command). A lock whose process is gone
+    (a killed run, on this host) is stale and taken over; a live one stops the second run at once,
+    naming the first. Use as a context manager; the locks go when the block ends.
+
+    Args:
+        paths: the outputs and work dir to lock.
+        command: recorded in the lock for the message another run shows.
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]], command: str = "") -> None:
+        self.paths = sorted({Path(os.path.abspath(p)) for p in paths})
+        self.command = command
+        self.held: list[Path] = []
+
+    @staticmethod
+    def lock_file(path: Path) -> Path:
+        """Where the lock of ``path`` lives."""
+        return path.with_name(f".{path.name}.geo_ppp.lock")
+
+    def _take(self, path: Path) -> None:
+        import json
+        import socket
+        import time
+
+        lock = self.lock_file(path)
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": self.command,
+        }
+        for _ in range(3):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    other = json.loads(lock.read_text())
+                except (OSError, ValueError):
+                    other = {}
+                pid, host = other.get("pid"), other.get("host")
+                if isinstance(pid, int) and host == record["host"] and not _alive(pid):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock)  # stale: its run was killed
+                    continue
+                if not other:  # being written this instant, or unreadable: treat as held
+                    other = {"pid": "?", "started": "?", "command": "?"}
+                raise OutputError(
+                    f"another geo-ppp run (process {other.get('pid')} on {other.get('host', '?')}, started "
+                    f"{other.get('started')}: {other.get('command') or 'no command recorded'}) is writing "
+                    f"{path}; wait for it to finish, or give this run another --out / --workdir. If that "
+                    f"run is gone, delete {lock}"
+                ) from None
+            except OSError as err:
+                raise OutputError(f"cannot lock {path} ({err}); check that its folder is writable") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(record))
+            self.held.append(lock)
+            return
+        raise OutputError(f"cannot take the lock {lock}: it keeps reappearing; is another run starting?")
+
+    def __enter__(self) -> RunLock:
+        try:
+            for path in self.paths:
+                if path.parent.is_dir():
+                    self._take(path)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def release(self) -> None:
+        """Remove the locks this object holds."""
+        for lock in self.held:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+        self.held.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -292,12 +292,23 @@ def load_job(path: str | os.PathLike[str]) -> JobSpec:
 
 
 def prepare_job_region(
-    spec: JobSpec, region: RegionSpec, overwrite: bool, resume: bool, device: str | None, setup: bool = True
+    spec: JobSpec,
+    region: RegionSpec,
+    overwrite: bool,
+    resume: bool,
+    device: str | None,
+    setup: bool = True,
+    lock: bool = True,
 ) -> PreparedRegion:
-    """Check and plan one region of a job (its work dir is ``WORKDIR/NAME``; output folders are made)."""
-    for out in (region.out, region.probabilities, region.vector, region.quicklook):
-        if out is not None:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
+    """Check and plan one region of a job (its work dir is ``WORKDIR/NAME``).
+
+    With ``lock`` (a run), missing output folders are made and the outputs and work dir are locked
+    until :meth:`PreparedRegion.release`; without it (``--check``) nothing is written.
+    """
+    if lock:
+        for out in (region.out, region.probabilities, region.vector, region.quicklook):
+            if out is not None:
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
     s = dict(region.settings)
     legend = s.pop("legend", "chesapeake")
     if device is not None:
@@ -322,6 +333,8 @@ def prepare_job_region(
             overwrite=overwrite,
             command=f"geo-ppp run {spec.path}",
             setup_workdir=setup,
+            lock=lock,
+            create_folders=True,
             bands=tuple(bands) if bands else None,
             **s,
         )
@@ -358,7 +371,25 @@ def run_job(
     overwrite = spec.overwrite if overwrite is None else overwrite
     resume = spec.resume if resume is None else resume
     # everything is checked and planned before anything is written or submitted
-    preps = [prepare_job_region(spec, r, overwrite, resume, device, setup=False) for r in spec.regions]
+    preps: list[PreparedRegion] = []
+    try:
+        for r in spec.regions:
+            preps.append(prepare_job_region(spec, r, overwrite, resume, device, setup=False))
+        return _run_prepared(spec, preps, scheduler, progress, infer, echo)
+    finally:
+        for prep in preps:
+            prep.release()  # the locks on every region's outputs and work dir
+
+
+def _run_prepared(
+    spec: JobSpec,
+    preps: list[PreparedRegion],
+    scheduler: str | None,
+    progress: Progress | None,
+    infer: Callable[..., np.ndarray] | None,
+    echo: Callable[[str], object],
+) -> list[RegionResult]:
+    """Run the planned (and locked) regions of a job."""
     results: list[RegionResult] = []
     total = sum(len(p.job.tiles) for p in preps)
     done = [0]

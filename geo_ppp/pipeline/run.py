@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from geo_ppp.core.weights import Prior, load_prior
-from geo_ppp.errors import ConfigError, InputError
+from geo_ppp.errors import ConfigError, InputError, OutputExistsError
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.io.regions import (
     ImageReader,
@@ -50,7 +50,7 @@ from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.landcover.prior import check_prior_legend
 from geo_ppp.landcover.segment import DEFAULT_PRIORS, default_infer_config
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
-from geo_ppp.outputs import OutputError, check_distinct, check_outputs
+from geo_ppp.outputs import OutputError, RunLock, check_distinct, check_outputs
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import Tile, TileGrid, tile_seed
 
@@ -633,32 +633,37 @@ def segment(
         dask_runner = DaskRunner(scheduler, infer=infer)
         dask_runner.prepare(job)
 
+    prep: PreparedRegion | None = None
     try:
-        # The scheduler is reached (and the prior loaded on its workers) before the work dir is set
-        # up: a malformed or unreachable scheduler, or workers that cannot load the prior, leave nothing.
-        prep = prepare_region(
-            image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, config=config,
-            steps=steps, preset=preset, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-            seed=seed, bands=bands, aoi=aoi, label_attribute=label_attribute, probabilities=probabilities,
-            vector=vector, quicklook=quicklook, workdir=workdir, resume=resume, overwrite=overwrite,
-            device=device, command=command,
-            before_workdir=connect if runner is None and scheduler is not None else None,
-        )
-        job = prep.job
-        timings: dict[str, float] = {}
-        batches = job.batches()
-        t0 = time.perf_counter()
-        if dask_runner is not None:
-            report = dask_runner(job, batches, progress, timings)
-        elif runner is None:
-            report = run_serial(job, batches, progress, timings, infer=infer)
-        else:
-            report = runner(job, batches, progress, timings)
-        timings["tiles_wall"] = time.perf_counter() - t0
+        try:
+            # The scheduler is reached (and the prior loaded on its workers) before the work dir is set
+            # up: a malformed or unreachable scheduler, or workers that cannot load the prior, leave nothing.
+            prep = prepare_region(
+                image, weak_labels, legend, out, prior=prior, cooccurrence=cooccurrence, config=config,
+                steps=steps, preset=preset, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+                seed=seed, bands=bands, aoi=aoi, label_attribute=label_attribute, probabilities=probabilities,
+                vector=vector, quicklook=quicklook, workdir=workdir, resume=resume, overwrite=overwrite,
+                device=device, command=command,
+                before_workdir=connect if runner is None and scheduler is not None else None,
+            )
+            job = prep.job
+            timings: dict[str, float] = {}
+            batches = job.batches()
+            t0 = time.perf_counter()
+            if dask_runner is not None:
+                report = dask_runner(job, batches, progress, timings)
+            elif runner is None:
+                report = run_serial(job, batches, progress, timings, infer=infer)
+            else:
+                report = runner(job, batches, progress, timings)
+            timings["tiles_wall"] = time.perf_counter() - t0
+        finally:
+            if dask_runner is not None:
+                dask_runner.close()
+        return finish_region(prep, report, timings, started)
     finally:
-        if dask_runner is not None:
-            dask_runner.close()
-    return finish_region(prep, report, timings, started)
+        if prep is not None:
+            prep.release()  # the locks on the outputs and the work dir
 
 
 @dataclass(frozen=True)
@@ -670,6 +675,14 @@ class PreparedRegion:
     keep_workdir: bool
     command: str = ""
     resume: bool = True
+    overwrite: bool = False
+    existed: frozenset[Path] = frozenset()
+    lock: RunLock | None = None
+
+    def release(self) -> None:
+        """Give up the run's locks (outputs and work dir)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def setup(self) -> None:
         """Set up the work dir (refuses one that holds another run's tiles unless ``resume`` is off)."""
@@ -691,6 +704,8 @@ def prepare_region(
     command: str = "",
     before_workdir: Callable[[RegionJob], None] | None = None,
     setup_workdir: bool = True,
+    lock: bool = True,
+    create_folders: bool = False,
     **plan_options: Any,
 ) -> PreparedRegion:
     """Check outputs and inputs, plan the job and set up its work dir (see :func:`segment`).
@@ -698,18 +713,27 @@ def prepare_region(
     ``before_workdir(job)``, if given, runs between planning and setting up the work dir (a check
     that must fail before anything is written, such as reaching the Dask scheduler). With
     ``setup_workdir=False`` nothing is written at all; call :meth:`PreparedRegion.setup` later.
+    With ``lock`` (the default) the outputs and the work dir are locked against other runs until
+    :meth:`PreparedRegion.release` (a second run stops at once, naming the first).
     """
     paths = output_paths(out, probabilities, vector, quicklook)
     keep_workdir = workdir is not None
     workdir = Path(workdir) if workdir is not None else paths["map"].with_name(paths["map"].name + ".work")
     check_products_distinct(paths, workdir, removed=not keep_workdir)
-    check_outputs([p for k, p in paths.items() if k != "aux"], overwrite)
-    job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
-    if before_workdir is not None:
-        before_workdir(job)
-    prep = PreparedRegion(job, paths, keep_workdir, command, resume)
-    if setup_workdir:
-        prep.setup()
+    run_lock = RunLock([*paths.values(), workdir], command).__enter__() if lock else None
+    try:
+        check_outputs([p for k, p in paths.items() if k != "aux"], overwrite, create_folders)
+        existed = frozenset(p for p in paths.values() if p.exists())
+        job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
+        if before_workdir is not None:
+            before_workdir(job)
+        prep = PreparedRegion(job, paths, keep_workdir, command, resume, overwrite, existed, run_lock)
+        if setup_workdir:
+            prep.setup()
+    except BaseException:
+        if run_lock is not None:
+            run_lock.release()
+        raise
     return prep
 
 
@@ -727,6 +751,13 @@ def finish_region(
 
     from geo_ppp.pipeline.publish import publish
 
+    if not prep.overwrite:  # another program may have made one since the run started
+        appeared = [str(p) for p in prep.paths.values() if p.exists() and p not in prep.existed]
+        if appeared:
+            raise OutputExistsError(
+                f"{', '.join(appeared)} appeared while this run was working; it is kept. The tiles are kept "
+                f"in {job.workdir}: rerun with another --out, or with --overwrite, to publish them"
+            )
     resolved = resolved_config(job, prep.paths, prep.command)
     t0 = time.perf_counter()
     with gdal_env():
