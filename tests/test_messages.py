@@ -124,3 +124,44 @@ def test_evaluate_names_the_file_with_unknown_codes(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["evaluate", str(NLCD), str(TILES / "truth" / "patch0.tif")])
     assert res.exit_code == 1
     assert f"prediction {NLCD}: label codes [21, 41" in res.output
+
+
+def _geojson(path: Path, ring: list[list[float]]) -> Path:
+    import json
+
+    path.write_text(json.dumps({
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::26917"}},
+        "features": [{"type": "Feature", "properties": {"nlcd": 41},
+                      "geometry": {"type": "Polygon", "coordinates": [ring]}}],
+    }))
+    return path
+
+
+X0, Y0 = 535399.0, 4170486.0
+OPEN_RING = [[X0, Y0], [X0 + 256, Y0], [X0 + 256, Y0 - 256], [X0, Y0 - 256]]
+BOW_TIE = [[X0, Y0], [X0 + 256, Y0 - 256], [X0 + 256, Y0], [X0, Y0 - 256], [X0, Y0]]
+
+
+@pytest.mark.parametrize("role", ["weak labels", "aoi"])
+def test_an_unclosed_ring_is_named_not_a_traceback(tmp_path: Path, role: str) -> None:
+    bad = _geojson(tmp_path / "open.geojson", OPEN_RING)
+    extra = (["--weak-labels", str(bad), "--label-attribute", "nlcd"] if role == "weak labels"
+             else ["--weak-labels", str(NLCD), "--aoi", str(bad)])
+    before = _snapshot(tmp_path)
+    res = CliRunner().invoke(main, ["segment", str(NAIP), *extra, "--out", str(tmp_path / "m.tif")])
+    assert res.exit_code == 1
+    assert "polygon ring that is not closed" in res.output and "ogr2ogr -makevalid" in res.output
+    assert "Traceback" not in res.output
+    assert _snapshot(tmp_path) == before
+
+
+def test_bow_ties_are_repaired_and_counted(tmp_path: Path, caplog) -> None:
+    from geo_ppp.io.vectors import read_vector_labels
+
+    path = _geojson(tmp_path / "bow.geojson", BOW_TIE)
+    with caplog.at_level(logging.WARNING, logger="geo_ppp"):
+        gdf = read_vector_labels(path, "nlcd")
+    assert "1 of 1 polygons were invalid" in caplog.text
+    assert gdf.geometry.is_valid.all()
+    assert gdf.geometry.area.sum() == pytest.approx(2 * 256 * 128 / 2)  # the two triangles of the bow-tie

@@ -13,6 +13,7 @@ Every reader raises :class:`~geo_ppp.errors.InputError` saying what is wrong and
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections import defaultdict
@@ -37,6 +38,8 @@ from geo_ppp.io.rasters import Grid, _open
 from geo_ppp.landcover.legends import Legend, load_legend
 
 __all__ = ["aoi_mask", "rasterize_labels", "read_aoi", "read_vector_labels", "write_polygons"]
+
+log = logging.getLogger(__name__)
 
 _POLYGONAL = ("Polygon", "MultiPolygon")
 _BBOX_HELP = "'minx,miny,maxx,maxy' optionally followed by '@CRS', e.g. '-80.7,37.6,-80.6,37.7@EPSG:4326'"
@@ -89,6 +92,33 @@ def _vector_layer(path: str | os.PathLike[str], what: str, layer: str | int | No
     if info.get("features") == 0:
         raise InputError(f"{what} {p} holds no features (layer {name!r} is empty); give a file with polygons")
     return name, [str(f) for f in info["fields"]]
+
+
+def _read_frame(path: str | os.PathLike[str], layer: str, columns: list[str], what: str) -> gpd.GeoDataFrame:
+    """Read a vector layer; geometries GEOS cannot build (an unclosed ring...) become a clear error."""
+    try:
+        return gpd.read_file(path, layer=layer, columns=columns, engine="pyogrio")
+    except (shapely.errors.ShapelyError, ValueError) as exc:
+        raise InputError(
+            f"{what} {path} holds a geometry that cannot be read ({str(exc).splitlines()[0]}), e.g. a "
+            f"polygon ring that is not closed; repair the file, e.g. `ogr2ogr -makevalid fixed.gpkg {path}`"
+        ) from None
+
+
+def _repair(gdf: gpd.GeoDataFrame, what: str) -> gpd.GeoDataFrame:
+    """Make invalid polygons (bow-ties, self-intersections) valid with shapely, saying how many."""
+    geoms = gdf.geometry.to_numpy()
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        log.warning(
+            "%s: %d of %d polygons were invalid (self-intersecting, e.g. bow-ties) and were repaired "
+            "with shapely.make_valid; check them if the weak labels look wrong there",
+            what, int(invalid.sum()), len(geoms),
+        )
+        fixed = geoms.copy()
+        fixed[invalid] = shapely.make_valid(geoms[invalid])
+        gdf = gdf.set_geometry(fixed)
+    return gdf
 
 
 def _drop_empty(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -165,7 +195,7 @@ def read_vector_labels(
             f"{what} {p} has no attribute {attribute!r}{hint}; its columns are {fields}. Pass the column "
             f"that holds the integer class codes.{trunc}"
         )
-    gdf = _drop_empty(gpd.read_file(p, layer=name, columns=[attribute], engine="pyogrio"))
+    gdf = _drop_empty(_read_frame(p, name, [attribute], what))
     polygonal = _polygonal(gdf)
     if not polygonal.any():
         kinds = sorted(set(gdf.geom_type)) if len(gdf) else []
@@ -176,6 +206,14 @@ def read_vector_labels(
         )
     if not polygonal.all():
         gdf = gdf[polygonal]
+    gdf = _repair(gdf, f"{what} {p}")
+    polygonal = _polygonal(gdf)  # make_valid may return collections holding lines too
+    if not polygonal.all():
+        def areal(geom: BaseGeometry) -> BaseGeometry:
+            return shapely.union_all([g for g in shapely.get_parts(geom) if g.geom_type in _POLYGONAL])
+
+        parts = [g if ok else areal(g) for g, ok in zip(gdf.geometry.to_numpy(), polygonal, strict=True)]
+        gdf = _drop_empty(gdf.set_geometry(parts))
     codes = _integer_codes(gdf[attribute], f"{what} {p}", attribute)
     return gpd.GeoDataFrame({attribute: codes}, geometry=gdf.geometry.to_numpy(), crs=gdf.crs)
 
@@ -325,7 +363,7 @@ def read_aoi(spec: str | os.PathLike[str], crs: Any, *, layer: str | int | None 
         )
     if is_file:
         name, _ = _vector_layer(text, "AOI", layer)
-        gdf = _drop_empty(gpd.read_file(text, layer=name, columns=[], engine="pyogrio"))
+        gdf = _drop_empty(_read_frame(text, name, [], "AOI"))
         gdf = gdf[_polygonal(gdf)] if len(gdf) else gdf
         if len(gdf) == 0:
             raise InputError(f"AOI {text} holds no polygons; give a file with the area as polygon(s)")
