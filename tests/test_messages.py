@@ -49,7 +49,7 @@ LOCAL_WKT = 'LOCAL_CS["site grid",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X"
         ("geographic_non_square", "geographic CRS (degrees): reproject first"),
         ("local_crs", "local (engineering) CRS"),
         ("bands_repeated", "uses band(s) [1] more than once"),
-        ("bands_too_few", "give at least R,G,B"),
+        ("bands_too_few", "selects 2 band(s); give at least R, G, B"),
     ],
 )
 def test_segment_messages(tmp_path: Path, case: str, message: str) -> None:
@@ -165,3 +165,30 @@ def test_bow_ties_are_repaired_and_counted(tmp_path: Path, caplog) -> None:
     assert "1 of 1 polygons were invalid" in caplog.text
     assert gdf.geometry.is_valid.all()
     assert gdf.geometry.area.sum() == pytest.approx(2 * 256 * 128 / 2)  # the two triangles of the bow-tie
+
+
+def test_a_true_alpha_band_masks_instead_of_being_read_as_nir(tmp_path: Path, caplog) -> None:
+    from geo_ppp.io.regions import ImageReader
+
+    with rasterio.open(NAIP) as src:
+        rgb, profile = src.read()[:3], src.profile
+        nir_flagged_alpha = src.colorinterp[3] == rasterio.enums.ColorInterp.alpha
+    alpha = np.full((1, *rgb.shape[1:]), 255, np.uint8)
+    alpha[0, :64, :64] = 0  # a transparent corner
+    profile.update(count=4, photometric="RGB", alpha="YES", nodata=None)
+    path = tmp_path / "rgba.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.concatenate([rgb, alpha]))
+    with caplog.at_level(logging.WARNING, logger="geo_ppp"):
+        spec = open_region([str(path)])
+    assert spec.bands == (1, 2, 3)
+    assert "is an alpha mask" in caplog.text and "--bands" in caplog.text
+    with ImageReader(spec) as reader:
+        _, valid = reader.read(0, 0, 128, 128)
+    assert not valid[:64, :64].any() and valid[64:, 64:].all()
+    # the sample NAIP flags its NIR band as alpha too: that one is data, read as band 4, no warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geo_ppp"):
+        assert open_region([str(NAIP)]).bands == (1, 2, 3, 4)
+    assert "alpha mask" not in caplog.text
+    assert nir_flagged_alpha  # (what makes the second half of this test meaningful)

@@ -225,6 +225,14 @@ def open_region(
                 footprints.append(tuple(b))
                 union = [min(union[0], b[0]), min(union[1], b[1]), max(union[2], b[2]), max(union[3], b[3])]
     assert first is not None and union is not None and count is not None
+    alpha = _true_alpha(paths[0]) if bands is None else None
+    if alpha is not None:
+        bands = tuple(b for b in range(1, min(count, 5)) if b != alpha)[:4]
+        log.warning(
+            "band %d of %s is an alpha mask (flagged alpha, values 0 and 255 only), not NIR: reading bands "
+            "%s as R, G, B[, NIR] and masking the transparent pixels. If band %d really is NIR, pass "
+            "--bands with it", alpha, paths[0], ",".join(map(str, bands)), alpha,
+        )
     if bands is None:
         if count > 4:
             log.warning(
@@ -242,8 +250,6 @@ def open_region(
             f"--bands {','.join(map(str, bands))} uses band(s) {repeated} more than once; R, G, B (and NIR) "
             "must each be their own band"
         )
-    if len(bands) < 3:
-        raise InputError(f"--bands names {len(bands)} band(s); give at least R,G,B (and NIR if there is one)")
     if len(bands) < 3:
         raise InputError(f"--bands {list(bands)} selects {len(bands)} band(s); give at least R, G, B")
     res = pixel_size(first, "image")
@@ -273,6 +279,21 @@ def open_region(
 
 
 SCAN_ROWS = 512
+
+
+def _true_alpha(path: str) -> int | None:
+    """The band flagged alpha among the first four, if it really is a mask (only 0 and 255 in it).
+
+    NAIP files often flag their NIR band as alpha; a real alpha band holds 0/255 only.
+    """
+    with rasterio.open(path) as ds:
+        flagged = [i + 1 for i, c in enumerate(ds.colorinterp[:4]) if c == ColorInterp.alpha]
+        if not flagged:
+            return None
+        f = max(1, math.ceil(max(ds.width, ds.height) / 1024))
+        shape = (max(1, ds.height // f), max(1, ds.width // f))
+        values = np.unique(ds.read(flagged[0], out_shape=shape, resampling=Resampling.nearest))
+    return flagged[0] if set(values.tolist()) <= {0, 255} else None
 
 
 def scan_image_files(spec: ImageSpec) -> None:
