@@ -100,3 +100,16 @@ def test_lock_contract(tmp_path: Path) -> None:
         assert held.held
     assert not RunLock.lock_file(target).exists()
     RunLock([target]).__enter__().release()  # free again
+
+
+def test_a_rerun_removes_the_scratch_files_a_killed_publish_left(tmp_path: Path, prior: Path) -> None:
+    out = tmp_path / "map.tif"
+    stale = [tmp_path / ".map.k2j3.tmp.tif", tmp_path / "..map.tif.scratch.a8b7.tmp.tif",
+             tmp_path / ".map.tif.x1y2.tmp.json"]
+    others = [tmp_path / ".other.k2j3.tmp.tif", tmp_path / "notes.tmp.tif"]
+    for p in stale + others:
+        p.write_bytes(b"x" * 1000)
+    res = _segment(prior, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in others)  # not this run's outputs: left alone

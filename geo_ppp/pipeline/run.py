@@ -18,13 +18,14 @@ so the Dask scheduler can run it anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -723,6 +724,8 @@ def prepare_region(
     run_lock = RunLock([*paths.values(), workdir], command).__enter__() if lock else None
     try:
         check_outputs([p for k, p in paths.items() if k != "aux"], overwrite, create_folders)
+        if lock:
+            _remove_stale_scratch(paths.values())
         existed = frozenset(p for p in paths.values() if p.exists())
         job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
         if before_workdir is not None:
@@ -735,6 +738,24 @@ def prepare_region(
             run_lock.release()
         raise
     return prep
+
+
+def _remove_stale_scratch(products: Iterable[Path]) -> None:
+    """Remove temporary files an earlier run of these outputs left when it was killed while publishing.
+
+    Only called under the outputs' locks: no live run can own such a file. Atomic writes name their
+    temporaries ``.STEM.XXXX.tmp.SUFFIX``; the COG writer's scratch raster is ``..NAME.scratch.XXXX.tmp.tif``.
+    """
+    for product in products:
+        folder = product.parent
+        if not folder.is_dir():
+            continue
+        patterns = [f".{product.stem}.*.tmp{product.suffix}", f"..{product.name}.scratch.*.tmp.tif"]
+        for pattern in patterns:
+            for stale in folder.glob(pattern):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+                    log.info("removed %s, left by a run that was stopped while publishing", stale)
 
 
 def finish_region(
