@@ -401,10 +401,21 @@ def prior_check(
     )
     report.settings["command"] = _command_line()
     paths = write_report(report, out, overwrite)
+    floor = report.training_checks or {}
+    if floor:
+        click.echo(f"{'':6}{'check':<40} {'prior':>9}  {'training data':>13}  limit")
     for name, check in report.checks.items():
         value = check["value"]
         shown = "n/a" if value is None else f"{value:.4f}"
-        click.echo(f"{'PASS' if check['passed'] else 'FAIL'}  {name:<40} {shown:>9}  {check['limit']}")
+        other = floor.get(name, {}).get("value")
+        train = "" if not floor else f"  {'n/a' if other is None else f'{other:.4f}':>13}"
+        click.echo(f"{'PASS' if check['passed'] else 'FAIL'}  {name:<40} {shown:>9}{train}  {check['limit']}")
+    if floor:
+        failing = [n for n, c in floor.items() if not c["passed"]]
+        click.echo(
+            "'training data': the same check for the prior's own training windows against the held-out ones"
+            + (f"; they fail {', '.join(failing)} too (the held-out area differs there)" if failing else "")
+        )
     click.echo("wrote " + ", ".join(str(p) for p in paths))
     if not report.passed:
         raise SystemExit(3)

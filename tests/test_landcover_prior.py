@@ -267,6 +267,10 @@ def test_prior_check_writes_report_and_sheet(tiny_landcover_prior, tmp_path):
     assert report["settings"]["real"]["split"] == "holdout"
     assert report["real"]["count"] == 4
     assert "FAIL" in res.output
+    # the training data's own distance to the held-out windows, check by check (one-hot by nature)
+    floor = report["training_windows_checks"]
+    assert set(floor) == set(report["checks"]) and floor["one_hotness"]["passed"]
+    assert report["training_windows"]["count"] == 4 and "training data" in res.output
     from matplotlib import image as mpimg
 
     sheet = mpimg.imread(out / "prior_check.png")
@@ -281,7 +285,8 @@ def test_prior_check_with_labels(tiny_landcover_prior, tmp_path):
     res = CliRunner().invoke(main, ["prior-check", str(tiny_landcover_prior), "--num", "3", "--steps", "3",
                                     "--labels", str(LULC), "--out", str(out)])
     assert res.exit_code == 3, res.output
-    assert json.loads((out / "prior_check.json").read_text())["settings"]["real"]["split"] == "all"
+    report = json.loads((out / "prior_check.json").read_text())
+    assert report["settings"]["real"]["split"] == "all" and report["training_windows_checks"] is None
 
 
 @pytest.mark.parametrize(

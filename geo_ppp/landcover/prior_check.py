@@ -89,6 +89,11 @@ class PriorReport:
         settings: how the samples and windows were drawn.
         sample_index: the samples' class maps (N, H, W), for the sheet.
         real_index: the real windows (M, H, W).
+        training: statistics of as many of the prior's *training* windows (held-out runs only).
+        training_checks: the same checks applied to those training windows instead of the samples:
+            how far the training data itself is from the held-out windows. A prior that models its
+            training data cannot be expected to come closer than that; where the training data fails
+            a check, so will a faithful prior, and the held-out area differs from the rest.
     """
 
     prior: str
@@ -99,6 +104,8 @@ class PriorReport:
     settings: dict[str, Any]
     sample_index: np.ndarray = field(repr=False)
     real_index: np.ndarray = field(repr=False)
+    training: dict[str, Any] | None = None
+    training_checks: dict[str, dict[str, Any]] | None = None
 
     @property
     def passed(self) -> bool:
@@ -115,6 +122,8 @@ class PriorReport:
             "samples": self.samples,
             "real": self.real,
             "settings": self.settings,
+            "training_windows": self.training,
+            "training_windows_checks": self.training_checks,
         }
 
 
@@ -241,9 +250,9 @@ def compare_statistics(
 
 
 def _real_windows(
-    prior: Prior, legend: Legend, labels: list[str] | None, num: int, seed: int
+    prior: Prior, legend: Legend, labels: list[str] | None, num: int, seed: int, split: str = "holdout"
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Real label windows: the prior's held-out ones, or windows of ``labels``."""
+    """Real label windows: the prior's held-out ones (or its training ones), or windows of ``labels``."""
     from geo_ppp.landcover.prior_data import label_dataset, sample_label_windows
 
     size = int(prior.meta.get("image_size") or 64)
@@ -271,11 +280,12 @@ def _real_windows(
             ) from None
         parts.append(
             sample_label_windows(
-                ds, legend, want, window_m=window_m, size=size, seed=seed + i, split="holdout"
+                ds, legend, want, window_m=window_m, size=size, seed=seed + i, split=split
             )
         )
         used.append({"paths": list(src["paths"]), "windows": int(parts[-1].shape[0])})
-    return np.concatenate(parts), {"source": "held-out blocks", "sources": used, "split": "holdout"}
+    source = "held-out blocks" if split == "holdout" else "training blocks"
+    return np.concatenate(parts), {"source": source, "sources": used, "split": split}
 
 
 def check_prior(
@@ -333,6 +343,11 @@ def check_prior(
     real_stats = map_statistics(real, k, res_m)
     names = list(legend.names)
     checks = compare_statistics(sample_stats, real_stats, limits, names)
+    training = training_checks = None
+    if source.get("split") == "holdout":
+        train_windows, _ = _real_windows(prior, legend, None, num, seed + 7919, split="train")
+        training = map_statistics(train_windows, k, res_m)
+        training_checks = compare_statistics({"one_hotness": 1.0, **training}, real_stats, limits, names)
     settings = {
         "num": num,
         "sampler": sampler,
@@ -354,6 +369,8 @@ def check_prior(
         settings=settings,
         sample_index=index,
         real_index=real,
+        training=training,
+        training_checks=training_checks,
     )
 
 
