@@ -218,3 +218,15 @@ def test_finish_without_renoising_starts_from_the_estimate(tiny_prior):
     again = plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, x_init=init,
                           config=PnPConfig(**common, finish_renoise=False), seed=5)
     assert torch.allclose(kept, again)
+
+
+def test_lr_reference_steps_keeps_the_total_movement(tiny_prior):
+    seen: dict[int, list[StepInfo]] = {20: [], 40: []}
+    for n in seen:
+        plug_and_play(tiny_prior.denoiser, tiny_prior.schedule, SHAPE, num=1, constraint=Symmetry(),
+                      config=PnPConfig(steps=n, lr=0.1, lr_reference_steps=20), callback=seen[n].append)
+    total = {n: sum(s.lr for s in infos) for n, infos in seen.items()}
+    assert seen[20][0].lr == pytest.approx(0.1) and seen[40][0].lr == pytest.approx(0.05)
+    assert total[40] == pytest.approx(total[20], rel=0.03)  # twice the steps, half the size each
+    with pytest.raises(ConfigError):
+        PnPConfig(lr_reference_steps=0)

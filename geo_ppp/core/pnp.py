@@ -80,6 +80,10 @@ class PnPConfig:
         lr_final: the learning rate's decay ends at this fraction of ``lr`` (the paper: 1e-3).
         finish_renoise: the finishing pass starts from the estimate noised to ``finish_t``;
             ``False`` takes the estimate itself as ``x_t`` at ``finish_t`` (the paper's land cover).
+        lr_reference_steps: if set, ``lr`` is the rate for this many steps, and a run of ``steps``
+            uses ``lr * lr_reference_steps / steps``: the same total movement of the estimate in
+            finer steps. The step count then sets how finely the path is followed, not how far it
+            goes, so results converge as steps grow (like an ODE solver's) instead of drifting.
         project: after every step, clamp the estimate to [-project, project] (the prior's value
             range is [-1, 1]); ``None`` leaves it free. A bounded latent cannot drift where the
             constraints' gradients vanish (Adam scales even tiny gradients up to full steps), so the
@@ -112,6 +116,7 @@ class PnPConfig:
     lr_final: float = 0.0
     finish_renoise: bool = True
     project: float | None = None
+    lr_reference_steps: int | None = None
 
     def __post_init__(self) -> None:
         choices = {
@@ -137,6 +142,8 @@ class PnPConfig:
             raise ConfigError(f"t_jitter must be >= 0, got {self.t_jitter}")
         if not 0.0 <= self.adam_beta1 < 1.0:
             raise ConfigError(f"adam_beta1 must lie in [0, 1), got {self.adam_beta1}")
+        if self.lr_reference_steps is not None and self.lr_reference_steps < 1:
+            raise ConfigError(f"lr_reference_steps must be >= 1 or None, got {self.lr_reference_steps}")
         if self.project is not None and self.project <= 0:
             raise ConfigError(f"project must be > 0 or None, got {self.project}")
         if not 0.0 <= self.lr_final <= 1.0:
@@ -282,7 +289,10 @@ def plug_and_play(
                     clip=config.clip,
                 ).float()
     eta = init.clone().requires_grad_(True)
-    opt = OPTIMIZERS[config.optimizer]([eta], lr=config.lr, betas=(config.adam_beta1, 0.999))
+    base_lr = config.lr
+    if config.lr_reference_steps is not None and config.steps > 0:
+        base_lr = config.lr * config.lr_reference_steps / config.steps
+    opt = OPTIMIZERS[config.optimizer]([eta], lr=base_lr, betas=(config.adam_beta1, 0.999))
     lr_decay = DECAYS[config.lr_schedule]
     w_decay = DECAYS[config.weight_schedule]
     running_prior_norm: torch.Tensor | None = None
@@ -291,7 +301,7 @@ def plug_and_play(
     with frozen(denoiser):
         for step in range(config.steps):
             progress = step / max(config.steps, 1)
-            lr = config.lr * (config.lr_final + (1 - config.lr_final) * lr_decay(progress))
+            lr = base_lr * (config.lr_final + (1 - config.lr_final) * lr_decay(progress))
             for group in opt.param_groups:
                 group["lr"] = lr
             t = torch.full((num,), t_sched(step, config.steps))
