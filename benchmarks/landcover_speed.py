@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--paper-steps", type=int, default=3)
     parser.add_argument("--prior", default="landcover-chesapeake")
+    parser.add_argument("--no-paper", action="store_true", help="skip the paper-size extrapolation")
     args = parser.parse_args()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
@@ -95,6 +96,8 @@ def main() -> None:
         for n in (1, args.windows) if device == "cpu" else (1, args.windows, 4 * args.windows):
             s = time_ours(prior, n, device)
             rows.append((f"ours ({params / 1e6:.2f}M U-Net, {steps} steps), batch {n}", device, s))
+        if args.no_paper:
+            continue
         s, pp = time_paper(args.paper_steps, device)
         rows.append((f"paper ({pp / 1e6:.0f}M U-Net, 200 steps + 100 finishing), batch 1, extrapolated", device, s))
     print(f"threads: {torch.get_num_threads()}\n")
