@@ -292,7 +292,10 @@ def _true_alpha(path: str) -> int | None:
             return None
         f = max(1, math.ceil(max(ds.width, ds.height) / 1024))
         shape = (max(1, ds.height // f), max(1, ds.width // f))
-        values = np.unique(ds.read(flagged[0], out_shape=shape, resampling=Resampling.nearest))
+        try:
+            values = np.unique(ds.read(flagged[0], out_shape=shape, resampling=Resampling.nearest))
+        except (RasterioIOError, RasterioError):
+            return None  # a damaged file: scan_image_files names the damage
     return flagged[0] if set(values.tolist()) <= {0, 255} else None
 
 
@@ -340,8 +343,14 @@ def _percentile_scale(paths: list[str], bands: tuple[int, ...]) -> tuple[tuple[f
         with rasterio.open(path) as ds:
             f = max(1, math.ceil(max(ds.width, ds.height) / 1024))
             shape = (max(1, ds.height // f), max(1, ds.width // f))
-            data = ds.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
-            valid = _validity(ds, bands, None, out_shape=shape)
+            try:
+                data = ds.read(list(bands), out_shape=(len(bands), *shape), resampling=Resampling.nearest)
+                valid = _validity(ds, bands, None, out_shape=shape)
+            except (RasterioIOError, RasterioError) as err:
+                raise InputError(
+                    f"image {path} is damaged: it cannot be read ({str(err).splitlines()[0]}); download or "
+                    "rebuild the file"
+                ) from None
             for i in range(len(bands)):
                 samples[i].append(data[i][valid].astype(np.float64))
     out = []
