@@ -40,6 +40,19 @@ KM2_PER_WINDOW = 0.256 * 0.256
 SPLITS = {"tune": [0, 1, 2, 3], "check": [4, 5, 6, 7], "all": list(range(8))}
 
 
+def with_settings(config: InferConfig, settings: dict) -> InferConfig:
+    """``config`` with dotted-key settings applied (``pnp.lr``, ``clusters.iterations``, ``mi_weight``)."""
+    data = config.to_dict()
+    for key, value in settings.items():
+        if key.startswith("pnp."):
+            data["pnp"][key[4:]] = value
+        elif key.startswith("clusters."):
+            data["clusters"][key[9:]] = value
+        else:
+            data[key] = value
+    return InferConfig.from_dict(data)
+
+
 def load_tiles(legend):
     """Image, validity, weak codes and truth indices of the eight sample tiles."""
     tiles = []
@@ -73,17 +86,11 @@ def main() -> None:
     prior = load_prior(args.prior)
     config = default_infer_config(prior)
     if args.overrides:
-        data = config.to_dict()
+        settings = {}
         for item in args.overrides:
             key, _, text = item.partition("=")
-            value = json.loads(text)
-            if key.startswith("pnp."):
-                data["pnp"][key[4:]] = value
-            elif key.startswith("clusters."):
-                data["clusters"][key[9:]] = value
-            else:
-                data[key] = value
-        config = InferConfig.from_dict(data)
+            settings[key] = json.loads(text)
+        config = with_settings(config, settings)
     tiles = load_tiles(legend)
     k = legend.num_classes
     image = torch.tensor(np.stack([t[0] for t in tiles]))

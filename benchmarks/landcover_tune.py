@@ -18,26 +18,13 @@ import time
 
 import numpy as np
 import torch
-from landcover_accuracy import SPLITS, load_tiles, pooled  # noqa: E402  (benchmarks/ is the script's folder)
+from landcover_accuracy import SPLITS, load_tiles, pooled, with_settings  # noqa: E402  (benchmarks/ is the script's folder)
 
 from geo_ppp.core.weights import load_prior
-from geo_ppp.landcover.infer import InferConfig, infer_windows
+from geo_ppp.landcover.infer import infer_windows
 from geo_ppp.landcover.legends import load_legend
 from geo_ppp.landcover.segment import default_infer_config
 from geo_ppp.landcover.weak import load_cooccurrence
-
-
-def with_settings(config: InferConfig, settings: dict[str, object]) -> InferConfig:
-    """``config`` with dotted-key settings applied."""
-    data = config.to_dict()
-    for key, value in settings.items():
-        if key.startswith("pnp."):
-            data["pnp"][key[4:]] = value
-        elif key.startswith("clusters."):
-            data["clusters"][key[9:]] = value
-        else:
-            data[key] = value
-    return InferConfig.from_dict(data)
 
 
 def parse(items: list[str]) -> dict[str, list[object]]:
