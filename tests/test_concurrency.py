@@ -104,9 +104,11 @@ def test_lock_contract(tmp_path: Path) -> None:
 
 def test_a_rerun_removes_the_scratch_files_a_killed_publish_left(tmp_path: Path, prior: Path) -> None:
     out = tmp_path / "map.tif"
-    stale = [tmp_path / ".map.k2j3.tmp.tif", tmp_path / "..map.tif.scratch.a8b7.tmp.tif",
-             tmp_path / ".map.tif.x1y2.tmp.json"]
-    others = [tmp_path / ".other.k2j3.tmp.tif", tmp_path / "notes.tmp.tif"]
+    stale = [tmp_path / ".map.k2j3ab_9.tmp.tif", tmp_path / "..map.tif.scratch.a8b7cd12.tmp.tif",
+             tmp_path / ".map.tif.x1y2zz00.tmp.json"]
+    # another output's temporaries (maybe another live run's) are not this run's
+    others = [tmp_path / ".other.k2j3ab_9.tmp.tif", tmp_path / "notes.tmp.tif",
+              tmp_path / ".map.v2.k2j3ab_9.tmp.tif"]
     for p in stale + others:
         p.write_bytes(b"x" * 1000)
     res = _segment(prior, "--out", str(out))

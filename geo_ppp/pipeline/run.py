@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import platform
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -750,9 +751,14 @@ def _remove_stale_scratch(products: Iterable[Path]) -> None:
         folder = product.parent
         if not folder.is_dir():
             continue
-        patterns = [f".{product.stem}.*.tmp{product.suffix}", f"..{product.name}.scratch.*.tmp.tif"]
-        for pattern in patterns:
-            for stale in folder.glob(pattern):
+        # exactly mkstemp's 8 random characters: ``.map.v2.XXXXXXXX.tmp.tif`` (another output's, maybe
+        # another live run's) must not match ``map.tif``'s pattern
+        mine = re.compile(
+            rf"^(\.{re.escape(product.stem)}\.[a-z0-9_]{{8}}\.tmp{re.escape(product.suffix)}"
+            rf"|\.\.{re.escape(product.name)}\.scratch\.[a-z0-9_]{{8}}\.tmp\.tif)$"
+        )
+        for stale in folder.iterdir():
+            if mine.match(stale.name):
                 with contextlib.suppress(OSError):
                     stale.unlink()
                     log.info("removed %s, left by a run that was stopped while publishing", stale)
