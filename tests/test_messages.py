@@ -192,3 +192,14 @@ def test_a_true_alpha_band_masks_instead_of_being_read_as_nir(tmp_path: Path, ca
         assert open_region([str(NAIP)]).bands == (1, 2, 3, 4)
     assert "alpha mask" not in caplog.text
     assert nir_flagged_alpha  # (what makes the second half of this test meaningful)
+
+
+def test_run_with_an_unreachable_scheduler_creates_nothing(tmp_path: Path) -> None:
+    spec = tmp_path / "job.toml"
+    spec.write_text(f'[job]\nworkdir = "work"\n\n[[region]]\nname = "a"\nimage = "{NAIP}"\n'
+                    f'weak_labels = "{NLCD}"\nout = "maps/a.tif"\n')
+    before = _snapshot(tmp_path)
+    res = CliRunner().invoke(main, ["run", str(spec), "--scheduler", "tcp://127.0.0.1:1"])
+    assert res.exit_code == 1
+    assert "cannot reach the Dask scheduler" in res.output and "Traceback" not in res.output
+    assert _snapshot(tmp_path) == before  # no maps/ folder, no work dir

@@ -371,25 +371,33 @@ def run_job(
     overwrite = spec.overwrite if overwrite is None else overwrite
     resume = spec.resume if resume is None else resume
     # everything is checked and planned before anything is written or submitted
+    runner = None
+    if scheduler is not None:
+        from geo_ppp.pipeline.distributed import DaskRunner
+
+        # reached first: an unreachable or malformed scheduler stops the job before any folder is made
+        runner = DaskRunner(scheduler, infer=infer)
     preps: list[PreparedRegion] = []
     try:
         for r in spec.regions:
             preps.append(prepare_job_region(spec, r, overwrite, resume, device, setup=False))
-        return _run_prepared(spec, preps, scheduler, progress, infer, echo)
+        return _run_prepared(spec, preps, runner, progress, infer, echo)
     finally:
         for prep in preps:
             prep.release()  # the locks on every region's outputs and work dir
+        if runner is not None:
+            runner.close()
 
 
 def _run_prepared(
     spec: JobSpec,
     preps: list[PreparedRegion],
-    scheduler: str | None,
+    runner: Any,
     progress: Progress | None,
     infer: Callable[..., np.ndarray] | None,
     echo: Callable[[str], object],
 ) -> list[RegionResult]:
-    """Run the planned (and locked) regions of a job."""
+    """Run the planned (and locked) regions of a job, in this process or on ``runner`` (a DaskRunner)."""
     results: list[RegionResult] = []
     total = sum(len(p.job.tiles) for p in preps)
     done = [0]
@@ -402,7 +410,7 @@ def _run_prepared(
 
         return inner
 
-    if scheduler is None:
+    if runner is None:
         for prep in preps:
             prep.setup()
         for prep, region in zip(preps, spec.regions, strict=True):
@@ -415,46 +423,44 @@ def _run_prepared(
 
     from distributed import as_completed
 
-    from geo_ppp.pipeline.distributed import DaskRunner
-
-    with DaskRunner(scheduler, infer=infer) as runner:
-        if runner.dashboard:
-            echo(f"Dask dashboard: {runner.dashboard}")
-        for prep in {p.job.prior + "|" + p.job.device: p for p in preps}.values():
-            runner.prepare(prep.job)
-        for prep in preps:  # the scheduler is reachable and the workers hold the prior: now write
-            prep.setup()
-        started = time.perf_counter()
-        owner: dict[str, tuple[int, list[Any]]] = {}
-        pending = []
-        futures = []
-        for i, prep in enumerate(preps):
-            batches = prep.job.batches()
-            fs = runner.submit(prep.job, batches)
-            pending.append(len(fs))
-            for f, b in zip(fs, batches, strict=True):
-                owner[f.key] = (i, b)
-            futures += fs
-        reports: list[dict[str, str]] = [{} for _ in preps]
-        timings_all: list[dict[str, float]] = [{} for _ in preps]
-        step = tick(progress)
-        try:
-            for future in as_completed(futures):
-                i, batch = owner[future.key]
-                out = future.result()
-                for key, value in out["timings"].items():
-                    timings_all[i][key] = timings_all[i].get(key, 0.0) + value
-                for tile in batch:
-                    reports[i][tile.key] = out["report"][tile.key]
-                    step(0, 0, tile, out["report"][tile.key])
-                pending[i] -= 1
-                if pending[i] == 0:
-                    result = finish_region(preps[i], reports[i], timings_all[i], started)
-                    results.append(result)
-                    echo(_summary(spec.regions[i], result))
-        except BaseException:
-            runner.client.cancel(futures)
-            raise
+    # the runner is closed by run_job
+    if runner.dashboard:
+        echo(f"Dask dashboard: {runner.dashboard}")
+    for prep in {p.job.prior + "|" + p.job.device: p for p in preps}.values():
+        runner.prepare(prep.job)
+    for prep in preps:  # the scheduler is reachable and the workers hold the prior: now write
+        prep.setup()
+    started = time.perf_counter()
+    owner: dict[str, tuple[int, list[Any]]] = {}
+    pending = []
+    futures = []
+    for i, prep in enumerate(preps):
+        batches = prep.job.batches()
+        fs = runner.submit(prep.job, batches)
+        pending.append(len(fs))
+        for f, b in zip(fs, batches, strict=True):
+            owner[f.key] = (i, b)
+        futures += fs
+    reports: list[dict[str, str]] = [{} for _ in preps]
+    timings_all: list[dict[str, float]] = [{} for _ in preps]
+    step = tick(progress)
+    try:
+        for future in as_completed(futures):
+            i, batch = owner[future.key]
+            out = future.result()
+            for key, value in out["timings"].items():
+                timings_all[i][key] = timings_all[i].get(key, 0.0) + value
+            for tile in batch:
+                reports[i][tile.key] = out["report"][tile.key]
+                step(0, 0, tile, out["report"][tile.key])
+            pending[i] -= 1
+            if pending[i] == 0:
+                result = finish_region(preps[i], reports[i], timings_all[i], started)
+                results.append(result)
+                echo(_summary(spec.regions[i], result))
+    except BaseException:
+        runner.client.cancel(futures)
+        raise
     return results
 
 
