@@ -115,3 +115,22 @@ def test_a_rerun_removes_the_scratch_files_a_killed_publish_left(tmp_path: Path,
     assert res.returncode == 0, res.stderr
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in others)  # not this run's outputs: left alone
+
+
+def test_a_rerun_completes_a_publish_that_was_stopped_after_the_map(tmp_path: Path, prior: Path) -> None:
+    out, work = tmp_path / "map.tif", tmp_path / "work"
+    assert _segment(prior, "--out", str(out), "--workdir", str(work)).returncode == 0
+    map_bytes = out.read_bytes()
+    # as if killed after the map's rename: its configuration (written last) and style are missing
+    (tmp_path / "map.tif.json").unlink()
+    (tmp_path / "map.qml").unlink()
+    res = _segment(prior, "--out", str(out), "--workdir", str(work))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "map.tif.json").exists() and (tmp_path / "map.qml").exists()
+    assert out.read_bytes() == map_bytes
+    # another run's work dir (other seed) does not license replacing the map
+    (tmp_path / "map.tif.json").unlink()
+    before = _snapshot(tmp_path)
+    res = _segment(prior, "--out", str(out), "--workdir", str(work), "--seed", "5")
+    assert res.returncode == 1 and "already exists" in res.stderr
+    assert _snapshot(tmp_path) == before

@@ -724,11 +724,29 @@ def prepare_region(
     check_products_distinct(paths, workdir, removed=not keep_workdir)
     run_lock = RunLock([*paths.values(), workdir], command).__enter__() if lock else None
     try:
-        check_outputs([p for k, p in paths.items() if k != "aux"], overwrite, create_folders)
+        interrupted: OutputExistsError | None = None
+        try:
+            check_outputs([p for k, p in paths.items() if k != "aux"], overwrite, create_folders)
+        except OutputExistsError as err:
+            # a map without its configuration (written last) beside a work dir: a publish that was
+            # stopped; this run may complete it if it is the same run (checked once planned)
+            if not (paths["map"].exists() and not paths["config"].exists() and resume
+                    and (workdir / "manifest.json").exists()):
+                raise
+            interrupted = err
         if lock:
             _remove_stale_scratch(paths.values())
         existed = frozenset(p for p in paths.values() if p.exists())
         job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
+        if interrupted is not None:
+            if not _same_run(workdir, job):
+                raise interrupted
+            log.warning(
+                "%s has no %s: its publishing was stopped; this run is the same run (the work dir %s "
+                "holds its tiles), so it publishes the map and its products again", paths["map"],
+                paths["config"].name, workdir,
+            )
+            overwrite = True
         if before_workdir is not None:
             before_workdir(job)
         prep = PreparedRegion(job, paths, keep_workdir, command, resume, overwrite, existed, run_lock)
@@ -739,6 +757,17 @@ def prepare_region(
             run_lock.release()
         raise
     return prep
+
+
+def _same_run(workdir: Path, job: RegionJob) -> bool:
+    """Whether ``workdir``'s manifest records this very run (same inputs, prior, settings, tiles)."""
+    import json
+
+    try:
+        old = json.loads((workdir / "manifest.json").read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return False
+    return old == json.loads(json.dumps(job.fingerprint(), sort_keys=True, default=str))
 
 
 def _remove_stale_scratch(products: Iterable[Path]) -> None:
