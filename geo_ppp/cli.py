@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -386,15 +385,8 @@ def prior_check(
 
     if num < 1:
         raise click.BadParameter(f"must be >= 1 (got {num}); e.g. --num 256", param_hint="--num")
-    if out.exists() and not out.is_dir():
-        raise click.ClickException(f"--out {out} is a file; give a folder for the report")
     # the folder (and missing parents) is made only once the report exists
-    if out.is_dir():
-        check_outputs([out / "prior_check.json", out / "prior_check.png"], overwrite)
-    else:
-        ancestor = next(p for p in out.absolute().parents if p.exists())
-        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
-            raise click.ClickException(f"cannot create --out {out}: {ancestor} is not a writable folder")
+    check_outputs([out / "prior_check.json", out / "prior_check.png"], overwrite, create_folders=True)
     loaded = load_prior(prior, device=_device(device))
     report = check_prior(
         loaded, labels=list(labels) or None, num=num, sampler=sampler, steps=steps or None, seed=seed

@@ -73,17 +73,14 @@ def default_infer_config(prior: Prior | None, preset: str = "tuned") -> InferCon
     Raises:
         ConfigError: an unknown preset.
     """
-    if preset != "tuned":
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; use one of {list(PRESET_NAMES)}")
-        base = InferConfig().to_dict()
-        if prior is not None and isinstance(prior.meta.get("infer"), dict):
-            base = InferConfig.from_dict(prior.meta["infer"]).to_dict()
-        data = {**base, **PRESETS[preset]}
-        return InferConfig.from_dict(data)
+    tuned = InferConfig()
     if prior is not None and isinstance(prior.meta.get("infer"), dict):
-        return InferConfig.from_dict(prior.meta["infer"])
-    return InferConfig()
+        tuned = InferConfig.from_dict(prior.meta["infer"])
+    if preset == "tuned":
+        return tuned
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; use one of {list(PRESET_NAMES)}")
+    return InferConfig.from_dict({**tuned.to_dict(), **PRESETS[preset]})
 
 
 def segment_window(

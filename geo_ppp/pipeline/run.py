@@ -739,7 +739,7 @@ def prepare_region(
         existed = frozenset(p for p in paths.values() if p.exists())
         job = plan(image, weak_labels, legend, workdir=workdir, **plan_options)
         if interrupted is not None:
-            if not _same_run(workdir, job):
+            if not TileStore.holds_run(workdir, job.fingerprint()):
                 raise interrupted
             log.warning(
                 "%s has no %s: its publishing was stopped; this run is the same run (the work dir %s "
@@ -757,17 +757,6 @@ def prepare_region(
             run_lock.release()
         raise
     return prep
-
-
-def _same_run(workdir: Path, job: RegionJob) -> bool:
-    """Whether ``workdir``'s manifest records this very run (same inputs, prior, settings, tiles)."""
-    import json
-
-    try:
-        old = json.loads((workdir / "manifest.json").read_text()).get("fingerprint")
-    except (OSError, ValueError):
-        return False
-    return old == json.loads(json.dumps(job.fingerprint(), sort_keys=True, default=str))
 
 
 def _remove_stale_scratch(products: Iterable[Path]) -> None:

@@ -29,6 +29,11 @@ from geo_ppp.pipeline.tiling import Tile
 __all__ = ["TileStore"]
 
 
+def _normalise(fingerprint: dict[str, Any]) -> Any:
+    """A fingerprint as its manifest stores it (JSON types, sorted keys)."""
+    return json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+
+
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
@@ -55,7 +60,7 @@ class TileStore:
     ) -> None:
         self.folder = Path(folder)
         self.tiles = self.folder / "tiles"
-        fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+        fingerprint = _normalise(fingerprint)
         manifest = self.folder / "manifest.json"
         if manifest.exists():
             old = json.loads(manifest.read_text()).get("fingerprint")
@@ -75,6 +80,15 @@ class TileStore:
                 f"cannot create the work dir {self.folder} ({exc}); choose another --workdir"
             ) from exc
         write_json(manifest, {"fingerprint": fingerprint, "format": 1})
+
+    @staticmethod
+    def holds_run(folder: str | os.PathLike[str], fingerprint: dict[str, Any]) -> bool:
+        """Whether ``folder``'s manifest records the run with this fingerprint (nothing is written)."""
+        try:
+            old = json.loads((Path(folder) / "manifest.json").read_text()).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return old == _normalise(fingerprint)
 
     @classmethod
     def open_existing(cls, folder: str | os.PathLike[str]) -> TileStore:
