@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from geo_ppp.core.weights import load_prior
+from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid
 from geo_ppp.landcover.baselines import kmeans_baseline, weak_argmax
 from geo_ppp.landcover.infer import InferConfig, infer_windows
-from geo_ppp.landcover.legends import load_legend
 from geo_ppp.landcover.metrics import Scores, confusion
 from geo_ppp.landcover.segment import default_infer_config
 from geo_ppp.landcover.weak import load_cooccurrence, weak_distribution

@@ -18,7 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from geo_ppp.io.regions import ImageReader, open_region  # noqa: E402
+from geo_ppp.io.imagery import ImageReader, open_region  # noqa: E402
 from geo_ppp.pipeline.tiling import TileGrid  # noqa: E402
 
 NAIP_5M = ROOT.parent / "shared" / "data" / "naip-clips" / "m_4709963_se_14_1_20200831.tif"

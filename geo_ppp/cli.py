@@ -335,7 +335,7 @@ def generate(
     }
     palette = None
     if loaded.meta.get("kind") == "landcover" and loaded.meta.get("legend"):
-        from geo_ppp.landcover.legends import load_legend
+        from geo_ppp.geo.legend import load_legend
 
         palette = load_legend(str(loaded.meta["legend"])).colors
     paths = save_samples(x, out, record, overwrite, palette=palette)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from geo_ppp.errors import InputError
+from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_labels_on_grid
-from geo_ppp.landcover.legends import load_legend
 from geo_ppp.landcover.metrics import Scores, confusion
 from geo_ppp.pipeline import segment
 from geo_ppp.pipeline.run import Progress

@@ -10,8 +10,9 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from geo_ppp.errors import GeoPPPError, InputError
-from geo_ppp.io import Grid, read_class_raster, read_image, read_labels_on_grid, write_class_map
-from geo_ppp.landcover.legends import load_legend
+from geo_ppp.geo.grid import Grid
+from geo_ppp.geo.legend import load_legend
+from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid, write_class_map
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
 PATCHES_1M = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chesapeake-wv-patches"

@@ -16,7 +16,7 @@ from geo_ppp.core import NoiseSchedule, UNetConfig, UNetDenoiser, load_prior
 from geo_ppp.core.annealing import PaperT
 from geo_ppp.core.training import TrainConfig, train_ddpm
 from geo_ppp.errors import ConfigError
-from geo_ppp.landcover.legends import load_legend
+from geo_ppp.geo.legend import load_legend
 from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
 from geo_ppp.landcover.prior_check import CheckLimits, compare_statistics, map_statistics, one_hotness
 from geo_ppp.landcover.prior_data import (

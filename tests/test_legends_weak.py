@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from geo_ppp.errors import ConfigError
-from geo_ppp.landcover.legends import BUILTIN_LEGENDS, Legend, load_legend
+from geo_ppp.geo.legend import BUILTIN_LEGENDS, Legend, load_legend
 from geo_ppp.landcover.weak import (
     BUILTIN_COOCCURRENCE,
     Cooccurrence,
@@ -356,7 +356,8 @@ def test_weak_distribution_at_the_prior_resolution_matches_pooling_the_full_one(
     import rasterio
     from torch.nn import functional as F
 
-    from geo_ppp.io import Grid, read_labels_on_grid
+    from geo_ppp.geo.grid import Grid
+    from geo_ppp.io import read_labels_on_grid
     from geo_ppp.landcover.weak import load_cooccurrence, weak_distribution
 
     naip = TILES / "naip" / "patch3.tif"

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from rasterio.transform import from_origin
 
 from geo_ppp.cli import main
-from geo_ppp.io.regions import open_region
+from geo_ppp.io.imagery import open_region
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
 NAIP, NLCD = TILES / "naip" / "patch0.tif", TILES / "nlcd" / "patch0.tif"
@@ -168,7 +168,7 @@ def test_bow_ties_are_repaired_and_counted(tmp_path: Path, caplog) -> None:
 
 
 def test_a_true_alpha_band_masks_instead_of_being_read_as_nir(tmp_path: Path, caplog) -> None:
-    from geo_ppp.io.regions import ImageReader
+    from geo_ppp.io.imagery import ImageReader
 
     with rasterio.open(NAIP) as src:
         rgb, profile = src.read()[:3], src.profile

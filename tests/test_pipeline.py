@@ -27,7 +27,7 @@ from rasterio.warp import calculate_default_transform, reproject, transform_boun
 import geo_ppp.pipeline.run as run_mod
 from geo_ppp.cli import main
 from geo_ppp.errors import InputError
-from geo_ppp.landcover.legends import load_legend
+from geo_ppp.geo.legend import load_legend
 from geo_ppp.pipeline import TileGrid, segment, tile_seed
 from tests.test_segment import _tiny_landcover_prior
 

@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from geo_ppp.io import Grid, qml_path, read_class_raster, write_category_names, write_class_map, write_qml
-from geo_ppp.landcover.legends import Legend, load_legend
+from geo_ppp.geo.grid import Grid
+from geo_ppp.geo.legend import Legend, load_legend
+from geo_ppp.io import qml_path, read_class_raster, write_category_names, write_class_map, write_qml
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 TILES = Path(__file__).resolve().parents[1] / "sample_tiles"

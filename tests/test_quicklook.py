@@ -9,9 +9,10 @@ import pytest
 import rasterio
 
 from geo_ppp.errors import ConfigError, ShapeError
-from geo_ppp.io import Grid, read_labels_on_grid
+from geo_ppp.geo.grid import Grid
+from geo_ppp.geo.legend import load_legend
+from geo_ppp.io import read_labels_on_grid
 from geo_ppp.io.quicklook import colorize, write_quicklook
-from geo_ppp.landcover.legends import load_legend
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
 CHES = load_legend("chesapeake")

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from geo_ppp.io.regions import ImageReader, grid_for, open_region
+from geo_ppp.geo.grid import grid_for
+from geo_ppp.io.imagery import ImageReader, open_region
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
 
@@ -48,7 +49,7 @@ def test_aligned_and_warped_reads_agree_on_a_real_patch() -> None:
 
 def test_relative_paths_become_absolute_in_the_spec(monkeypatch) -> None:  # noqa: ANN001
     """Specs travel to Dask workers whose working directory may differ: local paths are made absolute."""
-    from geo_ppp.io.regions import open_weak_labels
+    from geo_ppp.io.weak_labels import open_weak_labels
 
     monkeypatch.chdir(TILES)
     spec = open_region("naip/patch0.tif")

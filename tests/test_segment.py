@@ -17,8 +17,8 @@ from rasterio.transform import from_origin
 
 from geo_ppp.cli import main
 from geo_ppp.core import NoiseSchedule, Prior, UNetConfig, UNetDenoiser, save_prior
+from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_image
-from geo_ppp.landcover.legends import load_legend
 from geo_ppp.landcover.metrics import score
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"

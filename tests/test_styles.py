@@ -12,9 +12,10 @@ import rasterio
 from affine import Affine
 
 from geo_ppp.errors import InputError
-from geo_ppp.io import Grid, qml_path, write_category_names, write_class_map, write_qml
+from geo_ppp.geo.grid import Grid
+from geo_ppp.geo.legend import Legend, load_legend
+from geo_ppp.io import qml_path, write_category_names, write_class_map, write_qml
 from geo_ppp.io.styles import aux_xml_path
-from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.outputs import OutputError
 
 

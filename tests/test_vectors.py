@@ -18,16 +18,12 @@ from rasterio.crs import CRS
 from rasterio.features import rasterize, shapes
 
 from geo_ppp.errors import InputError
-from geo_ppp.io import Grid, read_labels_on_grid, write_class_map
-from geo_ppp.io.vectors import (
-    _valid_polygonal,
-    aoi_mask,
-    rasterize_labels,
-    read_aoi,
-    read_vector_labels,
-    write_polygons,
-)
-from geo_ppp.landcover.legends import load_legend
+from geo_ppp.geo.grid import Grid
+from geo_ppp.geo.legend import load_legend
+from geo_ppp.io import read_labels_on_grid, write_class_map
+from geo_ppp.io.polygons import write_polygons
+from geo_ppp.io.polygons import _valid_polygonal
+from geo_ppp.io.vectors import aoi_mask, rasterize_labels, read_aoi, read_vector_labels
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
 NLCD_TIF = TILES / "nlcd" / "patch0.tif"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from geo_ppp.geo.grid import Grid
 from geo_ppp.io.rasters import (
-    Grid,
     read_class_raster,
     read_image,
     read_labels_on_grid,
@@ -28,7 +28,7 @@ _LAZY = {
     "rasterize_labels": "geo_ppp.io.vectors",
     "read_aoi": "geo_ppp.io.vectors",
     "read_vector_labels": "geo_ppp.io.vectors",
-    "write_polygons": "geo_ppp.io.vectors",
+    "write_polygons": "geo_ppp.io.polygons",
 }
 
 __all__ = [

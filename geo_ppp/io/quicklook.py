@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 
 from geo_ppp.core.atomic import atomic_path
 from geo_ppp.errors import ShapeError
-from geo_ppp.landcover.legends import Legend, load_legend
+from geo_ppp.geo.legend import Legend, load_legend
 
 __all__ = ["colorize", "write_quicklook"]
 

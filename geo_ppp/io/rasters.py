@@ -9,26 +9,23 @@ onto the image grid (nearest neighbour: they are class codes).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.shutil import copy as rio_copy
-from rasterio.transform import Affine, array_bounds
+from rasterio.transform import Affine
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
 from geo_ppp.core.atomic import atomic_path
 from geo_ppp.errors import InputError
-from geo_ppp.landcover.legends import Legend
+from geo_ppp.geo.grid import Grid
+from geo_ppp.geo.legend import Legend
 
 __all__ = [
-    "Grid",
     "RasterWriter",
     "gdal_env",
     "read_class_raster",
@@ -44,31 +41,6 @@ __all__ = [
 IMAGE_DTYPES = ("uint8", "uint16", "int16", "float32")
 
 
-@dataclass(frozen=True)
-class Grid:
-    """A raster grid: CRS, affine transform and size."""
-
-    crs: CRS
-    transform: Any
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        """(left, bottom, right, top) in the grid's CRS."""
-        west, south, east, north = array_bounds(self.height, self.width, self.transform)
-        return west, south, east, north
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description."""
-        return {
-            "crs": self.crs.to_string(),
-            "transform": list(self.transform)[:6],
-            "width": self.width,
-            "height": self.height,
-        }
-
-
 #: GDAL's block cache for a run (its default, 5 % of RAM, lets a long run's resident memory grow by GBs)
 GDAL_CACHE_MB = 64
 
@@ -78,7 +50,13 @@ def gdal_env(cache_mb: int = GDAL_CACHE_MB) -> rasterio.Env:
     return rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20)
 
 
-def _open(path: str | os.PathLike[str], what: str) -> rasterio.DatasetReader:
+def absolute_path(path: str | os.PathLike[str]) -> str:
+    """An existing local path made absolute (specs travel to workers with another working dir)."""
+    p = Path(path)
+    return str(p.resolve()) if p.exists() else str(path)
+
+
+def open_raster(path: str | os.PathLike[str], what: str) -> rasterio.DatasetReader:
     p = Path(path)
     if not p.exists():
         raise InputError(f"{what} {p} does not exist")
@@ -110,7 +88,7 @@ def read_image(
     Raises:
         InputError: not a raster, no CRS/transform, fewer than 3 bands, unexpected dtype, NaNs.
     """
-    with _open(path, "image") as ds:
+    with open_raster(path, "image") as ds:
         if ds.count < 3:
             raise InputError(
                 f"image {path} has {ds.count} band(s); geo_ppp needs at least R, G, B (NAIP: R, G, B, NIR). "
@@ -171,7 +149,7 @@ def read_labels_on_grid(
     Raises:
         InputError: not a raster, no CRS/transform, not an integer band, or no overlap with ``grid``.
     """
-    with _open(path, what) as ds:
+    with open_raster(path, what) as ds:
         if np.dtype(ds.dtypes[0]).kind not in "iu":
             raise InputError(f"{what} {path} must hold integer class codes, not {ds.dtypes[0]}")
         nodata = int(ds.nodata) if ds.nodata is not None else 0
@@ -193,7 +171,7 @@ def read_class_raster(
     path: str | os.PathLike[str], what: str = "labels"
 ) -> tuple[np.ndarray, int | None, Grid]:
     """Read band 1 of a class raster on its own grid: (codes, nodata, grid)."""
-    with _open(path, what) as ds:
+    with open_raster(path, what) as ds:
         if np.dtype(ds.dtypes[0]).kind not in "iu":
             raise InputError(f"{what} {path} must hold integer class codes, not {ds.dtypes[0]}")
         data = ds.read(1).astype(np.int64)
@@ -203,7 +181,7 @@ def read_class_raster(
 
 def read_map_legend(path: str | os.PathLike[str], what: str = "prediction") -> tuple[str | None, str | None]:
     """The legend a geo_ppp map records: (``LEGEND`` tag, band 1's ``CLASS_NAMES``), None where absent."""
-    with _open(path, what) as ds:
+    with open_raster(path, what) as ds:
         return ds.tags().get("LEGEND"), ds.tags(1).get("CLASS_NAMES")
 
 
@@ -368,7 +346,7 @@ class RasterWriter:
 
 def read_decimated(path: str | os.PathLike[str], max_size: int = 1024) -> tuple[np.ndarray, Grid]:
     """Band 1 of a raster read at most ``max_size`` pixels across (nearest; uses overviews)."""
-    with _open(path, "raster") as ds:
+    with open_raster(path, "raster") as ds:
         f = max(1, -(-max(ds.width, ds.height) // max_size))
         shape = (max(1, ds.height // f), max(1, ds.width // f))
         data = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
@@ -378,7 +356,7 @@ def read_decimated(path: str | os.PathLike[str], max_size: int = 1024) -> tuple[
 
 def read_window(path: str | os.PathLike[str], y: int, x: int, height: int, width: int) -> np.ndarray:
     """Band 1 of a raster in the window at pixel (y, x)."""
-    with _open(path, "raster") as ds:
+    with open_raster(path, "raster") as ds:
         return ds.read(1, window=Window(x, y, width, height))
 
 
@@ -388,7 +366,7 @@ def read_warped_rows(
     """Rows ``[y0, y1)`` of ``grid`` warped from a raster (all bands): (C, y1 - y0, width)."""
     from rasterio.vrt import WarpedVRT
 
-    with _open(path, "raster") as ds, WarpedVRT(
+    with open_raster(path, "raster") as ds, WarpedVRT(
         ds,
         crs=grid.crs,
         transform=grid.transform,

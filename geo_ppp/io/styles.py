@@ -20,7 +20,7 @@ from pathlib import Path
 
 from geo_ppp.core.atomic import atomic_path
 from geo_ppp.errors import InputError
-from geo_ppp.landcover.legends import Legend
+from geo_ppp.geo.legend import Legend
 from geo_ppp.outputs import check_outputs
 
 __all__ = ["aux_xml_path", "qml_path", "write_category_names", "write_qml"]

@@ -1,12 +1,13 @@
-"""Vectors: polygon weak labels, areas of interest, and polygonised maps.
+"""Vectors read: polygon weak labels and areas of interest.
 
 * :func:`read_vector_labels` reads polygons with an integer class attribute (GeoPackage, Shapefile,
   GeoJSON, anything GDAL/pyogrio reads) and checks what rasterising them needs;
-* :func:`rasterize_labels` burns them onto a :class:`~geo_ppp.io.rasters.Grid` (or a window of one),
+* :func:`rasterize_labels` burns them onto a :class:`~geo_ppp.geo.grid.Grid` (or a window of one),
   touching only the features that overlap it, so a county-sized file stays fast window by window;
 * :func:`read_aoi` / :func:`aoi_mask` turn an area of interest (a vector file or a bbox string) into a
-  geometry and a pixel mask;
-* :func:`write_polygons` polygonises a class map block by block into a dissolved GeoPackage layer.
+  geometry and a pixel mask.
+
+Writing class polygons is :mod:`geo_ppp.io.polygons`.
 
 Every reader raises :class:`~geo_ppp.errors.InputError` saying what is wrong and how to fix it.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,14 @@ import pandas as pd
 import pyogrio
 import pyproj
 import shapely
-from affine import Affine
 from pyproj.exceptions import CRSError
-from rasterio.features import rasterize, shapes
-from rasterio.windows import Window
+from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
-from geo_ppp.core.atomic import atomic_path
 from geo_ppp.errors import InputError
-from geo_ppp.io.rasters import Grid, _open
-from geo_ppp.landcover.legends import Legend, load_legend
+from geo_ppp.geo.grid import Grid
 
-__all__ = ["aoi_mask", "rasterize_labels", "read_aoi", "read_vector_labels", "write_polygons"]
+__all__ = ["aoi_mask", "rasterize_labels", "read_aoi", "read_vector_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -395,185 +391,3 @@ def aoi_mask(geometry: BaseGeometry, grid: Grid) -> np.ndarray:
         return np.zeros(out_shape, dtype=bool)
     burnt = rasterize([(clipped, 1)], out_shape=out_shape, transform=grid.transform, fill=0, dtype="uint8")
     return burnt.astype(bool)
-
-
-# ------------------------------------------------------------------------------------ polygonised maps
-
-
-def _as_array(geoms: list[Any]) -> np.ndarray:
-    out = np.empty(len(geoms), dtype=object)
-    out[:] = geoms
-    return out
-
-
-def _polygon(rings: list[list[tuple[float, float]]]) -> shapely.Polygon:
-    """A polygon from GeoJSON-style rings, without shapely's slow per-coordinate Python path."""
-    shell = shapely.linearrings(np.asarray(rings[0], dtype=np.float64))
-    holes = [shapely.linearrings(np.asarray(r, dtype=np.float64)) for r in rings[1:]]
-    return shapely.polygons(shell, holes=holes or None)
-
-
-def _drop_collinear(ring: shapely.LinearRing) -> shapely.LinearRing:
-    """Remove the vertices inside straight runs of a ring whose edges are all horizontal or vertical."""
-    pts = shapely.get_coordinates(ring)[:-1]
-    prev, nxt = np.roll(pts, 1, axis=0), np.roll(pts, -1, axis=0)
-    inside = ((prev[:, 0] == pts[:, 0]) & (pts[:, 0] == nxt[:, 0])) | (
-        (prev[:, 1] == pts[:, 1]) & (pts[:, 1] == nxt[:, 1])
-    )
-    if not inside.any():
-        return ring
-    kept = pts[~inside]
-    return shapely.linearrings(np.vstack([kept, kept[:1]]))
-
-
-def _dissolve_pieces(pieces: list[shapely.Polygon]) -> list[shapely.Polygon]:
-    """Dissolve same-class polygons from different blocks (pixel coordinates) along the block seams.
-
-    A piece's holes lie inside its own block, away from every seam, so only the shells need a union;
-    the holes are put back into the part that contains their piece. The shells of pieces that reach
-    a seam never overlap, so they form a coverage: with a vertex at every pixel corner (segmentize)
-    their shared seam edges match vertex for vertex and ``shapely.coverage_union_all`` dissolves them
-    exactly, much faster than ``shapely.union_all`` (which also has to place thousands of holes).
-    """
-    arr = _as_array(pieces)
-    shells = shapely.polygons(shapely.get_exterior_ring(arr))
-    merged = shapely.get_parts(shapely.coverage_union_all(shapely.segmentize(shells, 1.0)))
-    holes: list[list[shapely.LinearRing]] = [
-        [_drop_collinear(r) for r in shapely.get_interior_ring(m, range(shapely.get_num_interior_rings(m)))]
-        for m in merged
-    ]
-    with_holes = np.flatnonzero(shapely.get_num_interior_rings(arr) > 0)
-    if with_holes.size:
-        probes = shapely.STRtree(shapely.point_on_surface(shells[with_holes]))
-        part_idx, probe_idx = probes.query(merged, predicate="contains")
-        for part, probe in zip(part_idx.tolist(), probe_idx.tolist(), strict=True):
-            piece = arr[with_holes[probe]]
-            holes[part].extend(shapely.get_interior_ring(piece, range(shapely.get_num_interior_rings(piece))))
-    return [
-        shapely.polygons(_drop_collinear(shapely.get_exterior_ring(m)), holes=h or None)
-        for m, h in zip(merged, holes, strict=True)
-    ]
-
-
-def _valid_polygonal(geom: BaseGeometry) -> BaseGeometry:
-    """Make valid, uniting overlapping parts, and keep only the polygonal result (no stray lines)."""
-    parts = shapely.get_parts(shapely.make_valid(geom, method="structure", keep_collapsed=False))
-    return shapely.union_all(parts[np.isin(shapely.get_type_id(parts), (3, 6))])
-
-
-def write_polygons(
-    out_path: str | os.PathLike[str],
-    class_map_path: str | os.PathLike[str],
-    legend: Legend | str,
-    *,
-    simplify_m: float | None = None,
-    block: int = 2048,
-) -> Path:
-    """Polygonise a class-code GeoTIFF into a GeoPackage: one dissolved (multi)polygon per class.
-
-    The map is read and polygonised (4-connected regions) in ``block`` x ``block`` windows; pixels
-    equal to the raster's nodata (the legend's when it has none) are left out. Memory holds one block
-    of pixels plus the polygons, whose size grows with the map's boundary length, not its area.
-    Polygonising happens in pixel coordinates, where block edges are exact integers: only the
-    polygons that reach an inner block edge are dissolved (coverage union of their outlines, see
-    :func:`_dissolve_pieces`), which removes every seam exactly, so any ``block`` gives the same
-    geometry. Each part is then moved to the map's CRS and simplified with ``preserve_topology=True``
-    (part by part: GEOS's cost grows faster than linearly with the holes of one geometry). Classes
-    are simplified independently, so neighbouring classes may overlap or leave slivers up to the
-    tolerance along their shared borders.
-
-    Args:
-        out_path: the GeoPackage to write (layer ``"landcover"``); replaced atomically if it exists.
-        class_map_path: a single-band integer class-code GeoTIFF (as :func:`write_class_map` writes).
-        legend: the legend the codes belong to (a :class:`Legend` or its name); gives the names.
-        simplify_m: simplification tolerance in CRS units (metres); default one pixel; 0 keeps the
-            exact pixel outlines.
-        block: the block size in pixels (the result does not depend on it).
-
-    Returns:
-        ``out_path`` as a Path. Columns ``code`` (int), ``name`` (str) and the geometry, one row per
-        class present, in legend order.
-
-    Raises:
-        InputError: the map is not an integer raster with CRS and transform, holds codes the legend
-            does not know, or holds only nodata; ``block`` < 1 or ``simplify_m`` < 0.
-    """
-    legend = load_legend(legend)
-    out_path = Path(out_path)
-    if block < 1:
-        raise InputError(f"block must be a positive number of pixels, not {block}")
-    if simplify_m is not None and not simplify_m >= 0:
-        raise InputError(f"simplify_m must be >= 0 (metres), not {simplify_m}; 0 keeps pixel outlines")
-    known = set(legend.codes)
-    # pixel-space polygons per class: those that reach an inner block edge are dissolved, the rest pass
-    seam: dict[int, list[shapely.Polygon]] = defaultdict(list)
-    inner: dict[int, list[shapely.Polygon]] = defaultdict(list)
-    with _open(class_map_path, "class map") as ds:
-        dtype = np.dtype(ds.dtypes[0])
-        if dtype.kind not in "iu":
-            raise InputError(f"class map {class_map_path} must hold integer class codes, not {dtype}")
-        nodata = int(ds.nodata) if ds.nodata is not None else legend.nodata
-        transform, crs = ds.transform, ds.crs
-        width, height = ds.width, ds.height
-        for row in range(0, height, block):
-            for col in range(0, width, block):
-                w, h = min(block, width - col), min(block, height - row)
-                data = ds.read(1, window=Window(col, row, w, h))
-                valid = data != nodata
-                if not valid.any():
-                    continue
-                unknown = sorted(set(np.unique(data[valid]).tolist()) - known)
-                if unknown:
-                    raise InputError(
-                        f"class map {class_map_path} holds codes {unknown} that legend {legend.name!r} does "
-                        f"not have (codes {list(legend.codes)}, nodata {nodata}); pass the legend the map "
-                        "was written with"
-                    )
-                if data.dtype not in (np.uint8, np.uint16, np.int16, np.int32):
-                    data = data.astype(np.int32)  # the types GDAL polygonises
-                # whole-raster pixel coordinates: exact integers, identical on both sides of a seam
-                px = Affine.translation(col, row)
-                for geojson, value in shapes(data, mask=valid, connectivity=4, transform=px):
-                    poly = _polygon(geojson["coordinates"])
-                    minx, miny, maxx, maxy = poly.bounds
-                    on_seam = (
-                        (minx == col > 0)
-                        or (miny == row > 0)
-                        or (maxx == col + w < width)
-                        or (maxy == row + h < height)
-                    )
-                    (seam if on_seam else inner)[int(value)].append(poly)
-                del data, valid
-    present_codes = [c for c in legend.codes if c in seam or c in inner]
-    if not present_codes:
-        raise InputError(f"class map {class_map_path} holds only nodata ({nodata}); nothing to polygonise")
-    tolerance = math.hypot(transform.a, transform.d) if simplify_m is None else float(simplify_m)
-    a, b, c, d, e, f = transform[:6]
-
-    def to_world(xy: np.ndarray) -> np.ndarray:
-        return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
-
-    geoms = []
-    for code in present_codes:
-        parts = inner.pop(code, [])
-        if code in seam:
-            parts.extend(_dissolve_pieces(seam.pop(code)))
-        world = shapely.transform(_as_array(parts), to_world)
-        if tolerance > 0:
-            # part by part: parts of one class meet at most at corner points, and the cost of a
-            # topology-preserving simplification grows faster than linearly with the geometry's size
-            world = shapely.simplify(world, tolerance, preserve_topology=True)
-        merged = shapely.multipolygons(world)
-        if tolerance > 0 and not merged.is_valid:  # simplified parts that met at a corner may overlap
-            merged = _valid_polygonal(merged)
-        geoms.append(merged)
-    names = [legend.names[legend.codes.index(c)] for c in present_codes]
-    frame = gpd.GeoDataFrame(
-        {"code": np.asarray(present_codes, dtype=np.int64), "name": names},
-        geometry=geoms,
-        crs=crs.to_wkt(),
-    )
-    with atomic_path(out_path) as tmp:
-        tmp.unlink()  # GDAL creates the GeoPackage itself
-        frame.to_file(tmp, layer="landcover", driver="GPKG", engine="pyogrio", promote_to_multi=True)
-    return out_path

@@ -18,8 +18,9 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from geo_ppp.errors import ConfigError, InputError
-from geo_ppp.io import Grid, read_class_raster, read_labels_on_grid, read_map_legend
-from geo_ppp.landcover.legends import Legend, load_legend
+from geo_ppp.geo.grid import Grid
+from geo_ppp.geo.legend import Legend, load_legend
+from geo_ppp.io import read_class_raster, read_labels_on_grid, read_map_legend
 from geo_ppp.landcover.metrics import Scores, score
 from geo_ppp.landcover.weak import Cooccurrence, estimate_cooccurrence
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geo_ppp.errors import ShapeError
-from geo_ppp.landcover.legends import Legend
+from geo_ppp.geo.legend import Legend
 
 __all__ = ["Scores", "confusion", "score"]
 

@@ -23,7 +23,7 @@ from geo_ppp.core.training import TrainConfig, train_ddpm
 from geo_ppp.core.unet import UNetConfig
 from geo_ppp.core.weights import Prior, save_prior
 from geo_ppp.errors import ConfigError
-from geo_ppp.landcover.legends import Legend, load_legend
+from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.landcover.prior_data import (
     HOLDOUT_BLOCK_M,
     HOLDOUT_EVERY,

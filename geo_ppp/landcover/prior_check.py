@@ -29,7 +29,7 @@ import torch
 from geo_ppp.core.sampling import sample
 from geo_ppp.core.weights import Prior
 from geo_ppp.errors import ConfigError
-from geo_ppp.landcover.legends import Legend, load_legend
+from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.outputs import atomic_path, check_outputs, write_json
 
 __all__ = [

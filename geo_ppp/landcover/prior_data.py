@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from geo_ppp.core.training import BatchSource
 from geo_ppp.errors import ConfigError
-from geo_ppp.landcover.legends import Legend
+from geo_ppp.geo.legend import Legend
 
 __all__ = [
     "HOLDOUT_BLOCK_M",

@@ -22,10 +22,10 @@ from torch.nn import functional as F
 
 from geo_ppp.core.weights import Prior, load_prior
 from geo_ppp.errors import ConfigError, InputError
-from geo_ppp.io import Grid, read_image, read_labels_on_grid, write_class_map
-from geo_ppp.io.regions import pixel_size
+from geo_ppp.geo.grid import Grid, pixel_size
+from geo_ppp.geo.legend import Legend, load_legend
+from geo_ppp.io import read_image, read_labels_on_grid, write_class_map
 from geo_ppp.landcover.infer import PRESET_NAMES, PRESETS, InferConfig, WindowResult, infer_windows
-from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.landcover.prior import check_prior_legend
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
 from geo_ppp.outputs import check_outputs, write_json

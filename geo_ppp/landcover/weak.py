@@ -29,7 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from geo_ppp.errors import ConfigError
-from geo_ppp.landcover.legends import Legend
+from geo_ppp.geo.legend import Legend
 
 __all__ = [
     "BUILTIN_COOCCURRENCE",

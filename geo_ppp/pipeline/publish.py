@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geo_ppp.io.rasters import Grid, RasterWriter, read_decimated, read_warped_rows, read_window
+from geo_ppp.geo.grid import Grid
+from geo_ppp.io.rasters import RasterWriter, read_decimated, read_warped_rows, read_window
 from geo_ppp.outputs import write_json
 from geo_ppp.pipeline.mosaic import blend_strip, iter_strips
 from geo_ppp.pipeline.store import TileStore
@@ -135,7 +136,7 @@ def publish(
     write_category_names(paths["map"], job.legend)
     timings["mosaic"] = time.perf_counter() - t0
     if "vector" in paths:
-        from geo_ppp.io.vectors import write_polygons
+        from geo_ppp.io.polygons import write_polygons
 
         t0 = time.perf_counter()
         write_polygons(paths["vector"], paths["map"], job.legend)
@@ -156,9 +157,11 @@ def _quicklook(job: RegionJob, map_path: Path, out: Path, max_size: int = 1024) 
     """
     from dataclasses import replace
 
+    from geo_ppp.geo.grid import window_grid
+    from geo_ppp.geo.legend import load_legend
+    from geo_ppp.io.imagery import ImageReader
     from geo_ppp.io.quicklook import colorize, write_quicklook
-    from geo_ppp.io.regions import ImageReader, WeakReader, window_grid
-    from geo_ppp.landcover.legends import load_legend
+    from geo_ppp.io.weak_labels import WeakReader
 
     grid = job.image.grid
     boxes = _sheet_boxes(job, grid, max_size)

@@ -36,19 +36,12 @@ import torch
 
 from geo_ppp.core.weights import Prior, load_prior
 from geo_ppp.errors import ConfigError, InputError, OutputExistsError
+from geo_ppp.geo.grid import window_grid
+from geo_ppp.geo.legend import Legend, load_legend
+from geo_ppp.io.imagery import ImageReader, ImageSpec, open_region, scan_image_files
 from geo_ppp.io.rasters import gdal_env
-from geo_ppp.io.regions import (
-    ImageReader,
-    ImageSpec,
-    WeakReader,
-    WeakSpec,
-    open_region,
-    open_weak_labels,
-    scan_image_files,
-    window_grid,
-)
+from geo_ppp.io.weak_labels import WeakReader, WeakSpec, open_weak_labels
 from geo_ppp.landcover.infer import InferConfig, infer_windows
-from geo_ppp.landcover.legends import Legend, load_legend
 from geo_ppp.landcover.prior import check_prior_legend
 from geo_ppp.landcover.segment import DEFAULT_PRIORS, default_infer_config
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence

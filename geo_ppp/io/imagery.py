@@ -1,4 +1,4 @@
-"""Regions: imagery made of one or many files, read tile by tile on one working grid.
+"""Imagery made of one or many files, read tile by tile on one working grid.
 
 :func:`open_region` checks every image file once (raster, CRS, geotransform, bands, dtype) and
 returns an :class:`ImageSpec`: small, frozen and picklable (paths, bands, grids, scaling), so a
@@ -14,10 +14,6 @@ and anything else goes through a GDAL warped VRT.
 Validity: nodata values and internal masks mark invalid pixels. A band flagged *alpha* marks
 validity only when it is not one of the bands read as data: 4-band NAIP files often flag the
 near-infrared band as alpha, and its zeros (water) are data, not holes.
-
-:class:`WeakSpec`/:class:`WeakReader` do the same for weak labels: class-code rasters in any CRS
-and resolution (nearest reprojection per tile), or polygons with a class attribute (rasterised per
-tile).
 """
 
 from __future__ import annotations
@@ -25,91 +21,27 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError, RasterioIOError
-from rasterio.transform import Affine, rowcol
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geo_ppp.errors import InputError
-from geo_ppp.io.rasters import IMAGE_DTYPES, Grid, _open, reproject_codes
+from geo_ppp.geo.grid import Grid, grid_for, pixel_size
+from geo_ppp.io.rasters import IMAGE_DTYPES, absolute_path, open_raster
 
-__all__ = [
-    "ImageReader",
-    "ImageSpec",
-    "WeakReader",
-    "WeakSpec",
-    "grid_for",
-    "open_region",
-    "open_weak_labels",
-    "pixel_size",
-    "scan_image_files",
-    "window_grid",
-]
+__all__ = ["ImageReader", "ImageSpec", "open_region", "scan_image_files"]
 
 log = logging.getLogger(__name__)
 
 #: relative difference of resolutions below which two grids count as the same resolution
 RES_TOLERANCE = 0.02
-
-
-def _absolute(path: str | os.PathLike[str]) -> str:
-    """An existing local path made absolute (specs travel to workers with another working dir)."""
-    p = Path(path)
-    return str(p.resolve()) if p.exists() else str(path)
-
-
-def window_grid(grid: Grid, y: int, x: int, height: int, width: int) -> Grid:
-    """The grid of the window at pixel (y, x) of ``grid`` (it may reach past the grid's edge)."""
-    return Grid(grid.crs, grid.transform @ Affine.translation(x, y), width, height)
-
-
-def grid_for(
-    crs: Any, bounds: tuple[float, float, float, float], res: float, anchor: Affine | None = None
-) -> Grid:
-    """A north-up grid of square ``res`` pixels covering ``bounds``, snapped to ``anchor``'s pixels."""
-    left, bottom, right, top = bounds
-    if anchor is not None:
-        ox, oy = anchor.c, anchor.f
-        left = ox + math.floor((left - ox) / res + 1e-6) * res
-        top = oy - math.floor((oy - top) / res + 1e-6) * res
-    width = max(1, math.ceil((right - left) / res - 1e-6))
-    height = max(1, math.ceil((top - bottom) / res - 1e-6))
-    return Grid(crs, Affine(res, 0, left, 0, -res, top), width, height)
-
-
-def pixel_size(grid: Grid, what: str = "image") -> float:
-    """Pixel size of a north-up, square-pixel, projected grid, in its CRS units.
-
-    Raises:
-        InputError: rotated or sheared grids, non-square pixels, geographic CRSs (each with the fix).
-    """
-    a = grid.transform
-    if abs(a.b) > 1e-9 or abs(a.d) > 1e-9:
-        raise InputError(f"{what} has a rotated or sheared grid; warp it to a north-up grid (gdalwarp)")
-    rx, ry = abs(a.a), abs(a.e)
-    if grid.crs.is_geographic:  # first: its pixels are rarely square in degrees, and that is not the fix
-        raise InputError(
-            f"{what} is in a geographic CRS (degrees): reproject first, to a projected CRS in metres, "
-            "e.g. `gdalwarp -t_srs EPSG:26917`"
-        )
-    if not grid.crs.is_projected:
-        raise InputError(
-            f"{what} is in a local (engineering) CRS, which cannot be placed on the Earth; assign its real "
-            "projected CRS (`gdal_edit.py -a_srs EPSG:...`) or reproject it"
-        )
-    if abs(rx - ry) / max(rx, ry) > 0.01:
-        raise InputError(
-            f"{what} pixels are not square ({rx} x {ry}); warp it to square pixels (gdalwarp -tr)"
-        )
-    return rx
 
 
 @dataclass(frozen=True)
@@ -187,7 +119,7 @@ def open_region(
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    paths = [_absolute(p) for p in paths]
+    paths = [absolute_path(p) for p in paths]
     if not paths:
         raise InputError("no image given; pass at least one GeoTIFF or VRT")
     first: Grid | None = None
@@ -196,7 +128,7 @@ def open_region(
     count = None
     dtypes = set()
     for path in paths:
-        with _open(path, "image") as ds:
+        with open_raster(path, "image") as ds:
             if ds.count < 3:
                 raise InputError(
                     f"image {path} has {ds.count} band(s); geo_ppp needs at least R, G, B (NAIP: R, G, B, "
@@ -231,13 +163,18 @@ def open_region(
         log.warning(
             "band %d of %s is an alpha mask (flagged alpha, values 0 and 255 only), not NIR: reading bands "
             "%s as R, G, B[, NIR] and masking the transparent pixels. If band %d really is NIR, pass "
-            "--bands with it", alpha, paths[0], ",".join(map(str, bands)), alpha,
+            "--bands with it",
+            alpha,
+            paths[0],
+            ",".join(map(str, bands)),
+            alpha,
         )
     if bands is None:
         if count > 4:
             log.warning(
                 "the image has %d bands; reading bands 1-4 as R, G, B, NIR. If that is not their order, "
-                "say which with --bands (e.g. --bands 3,2,1,4)", count
+                "say which with --bands (e.g. --bands 3,2,1,4)",
+                count,
             )
         bands = tuple(range(1, min(count, 4) + 1))
     bands = tuple(int(b) for b in bands)
@@ -449,7 +386,7 @@ class ImageReader:
         self._files: list[tuple[rasterio.DatasetReader, tuple[int, int] | None, Any]] | None = None
         self._views: list[rasterio.DatasetReader] = []
 
-    def _open(self) -> list[tuple[rasterio.DatasetReader, tuple[int, int] | None, Any]]:
+    def _open_files(self) -> list[tuple[rasterio.DatasetReader, tuple[int, int] | None, Any]]:
         if self._files is None:
             files = []
             work = self.spec.work
@@ -507,7 +444,7 @@ class ImageReader:
         data = np.zeros((nb, height, width), np.float32)
         valid = np.zeros((height, width), bool)
         work = self.spec.work
-        for ds, offset, vrt in self._open():
+        for ds, offset, vrt in self._open_files():
             if offset is not None:
                 r0, c0 = y - offset[0], x - offset[1]
                 src_h, src_w = ds.height, ds.width
@@ -547,175 +484,3 @@ class ImageReader:
                 data[c] = np.clip((data[c] - lo) / (hi - lo), 0, 1) * 255
             data[:, ~valid] = 0
         return data, valid
-
-
-# -- weak labels ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WeakSpec:
-    """Weak-label sources (small and picklable).
-
-    Attributes:
-        paths: class-code rasters (first wins where they overlap) or one vector file.
-        kind: ``raster`` or ``vector``.
-        attribute: the vector's class attribute.
-        nodata: the code meaning "no label".
-        codes: the codes present over the region (checked against the co-occurrence matrix).
-    """
-
-    paths: tuple[str, ...]
-    kind: str
-    nodata: int
-    attribute: str | None = None
-    codes: tuple[int, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description."""
-        return {
-            "paths": list(self.paths),
-            "kind": self.kind,
-            "attribute": self.attribute,
-            "nodata": self.nodata,
-        }
-
-
-VECTOR_SUFFIXES = (".gpkg", ".shp", ".geojson", ".json", ".fgb", ".parquet")
-
-
-def open_weak_labels(
-    paths: str | os.PathLike[str] | list[str | os.PathLike[str]],
-    region: Grid,
-    *,
-    attribute: str | None = None,
-) -> WeakSpec:
-    """Check weak labels against a region: overlap, integer codes; list the codes present.
-
-    Args:
-        paths: class-code rasters (any CRS and resolution), or one vector file with ``attribute``.
-        region: the grid the labels must cover.
-        attribute: class attribute of a vector file.
-
-    Raises:
-        InputError: unreadable, no CRS/transform, not integer codes, no overlap with the region,
-            a vector without the attribute.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = [_absolute(p) for p in paths]
-    if not paths:
-        raise InputError("no weak labels given; pass --weak-labels")
-    if any(Path(p).suffix.lower() in VECTOR_SUFFIXES for p in paths):
-        return _open_weak_vector(paths, region, attribute)
-    if attribute is not None:
-        raise InputError(f"--label-attribute {attribute!r} applies to vector weak labels, not rasters")
-    codes: set[int] = set()
-    nodata_code = None
-    overlapping = 0
-    for path in paths:
-        with _open(path, "weak labels") as ds:
-            if np.dtype(ds.dtypes[0]).kind not in "iu":
-                raise InputError(f"weak labels {path} must hold integer class codes, not {ds.dtypes[0]}")
-            nodata = int(ds.nodata) if ds.nodata is not None else 0
-            if nodata_code is None:
-                nodata_code = nodata
-            elif nodata != nodata_code:
-                raise InputError(
-                    f"weak labels {path} have nodata {nodata} but {paths[0]} has {nodata_code}; "
-                    "give files with one nodata code"
-                )
-            left, bottom, right, top = transform_bounds(region.crs, ds.crs, *region.bounds, densify_pts=21)
-            b = ds.bounds
-            if left >= b.right or right <= b.left or bottom >= b.top or top <= b.bottom:
-                continue
-            overlapping += 1
-            win = ds.window(max(left, b.left), max(bottom, b.bottom), min(right, b.right), min(top, b.top))
-            win = win.round_offsets().round_lengths()
-            f = max(1, math.ceil(max(win.width, win.height) / 4096))
-            shape = (max(1, int(win.height) // f), max(1, int(win.width) // f))
-            data = ds.read(1, window=win, out_shape=shape, resampling=Resampling.nearest)
-            codes.update(int(c) for c in np.unique(data))
-    if not overlapping:
-        raise InputError(
-            f"weak labels {', '.join(paths)} do not overlap the image (bounds "
-            f"{tuple(round(v) for v in region.bounds)} in {region.crs}); give weak labels that cover it"
-        )
-    assert nodata_code is not None
-    codes.discard(nodata_code)
-    if not codes:
-        raise InputError(
-            f"weak labels {', '.join(paths)} hold only nodata over the image; give labels that cover it"
-        )
-    return WeakSpec(tuple(paths), "raster", nodata_code, None, tuple(sorted(codes)))
-
-
-def _open_weak_vector(paths: list[str], region: Grid, attribute: str | None) -> WeakSpec:
-    from geo_ppp.io.vectors import read_vector_labels
-
-    if len(paths) != 1:
-        raise InputError("give one vector file of weak labels (merge several with ogrmerge.py)")
-    if attribute is None:
-        raise InputError(
-            f"vector weak labels {paths[0]} need the name of their class attribute: "
-            "pass --label-attribute NAME"
-        )
-    gdf = read_vector_labels(paths[0], attribute)
-    gdf = gdf.to_crs(region.crs)
-    left, bottom, right, top = region.bounds
-    inside = gdf.cx[left:right, bottom:top]
-    if inside.empty:
-        raise InputError(
-            f"weak labels {paths[0]} do not overlap the image "
-            f"(bounds {tuple(round(v) for v in region.bounds)} in "
-            f"{region.crs}); give weak labels that cover it"
-        )
-    codes = tuple(sorted({int(c) for c in inside[attribute]} - {0}))
-    return WeakSpec(tuple(paths), "vector", 0, attribute, codes)
-
-
-class WeakReader:
-    """Reads weak-label codes on any window grid (opens files lazily, in this process)."""
-
-    def __init__(self, spec: WeakSpec) -> None:
-        self.spec = spec
-        self._handles: list[rasterio.DatasetReader] | None = None
-        self._gdf: Any = None
-        self._gdf_crs: Any = None
-
-    def close(self) -> None:
-        """Close the open files."""
-        for ds in self._handles or []:
-            ds.close()
-        self._handles = None
-        self._gdf = None
-
-    def __enter__(self) -> WeakReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def read(self, grid: Grid) -> np.ndarray:
-        """(H, W) int64 weak codes on ``grid`` (nodata where there is no label)."""
-        if self.spec.kind == "vector":
-            from geo_ppp.io.vectors import rasterize_labels, read_vector_labels
-
-            if self._gdf is None or self._gdf_crs != grid.crs:
-                self._gdf = read_vector_labels(self.spec.paths[0], self.spec.attribute).to_crs(grid.crs)
-                self._gdf_crs = grid.crs
-            return rasterize_labels(self._gdf, self.spec.attribute, grid, nodata=self.spec.nodata)
-        if self._handles is None:
-            self._handles = [rasterio.open(p) for p in self.spec.paths]
-        nodata = self.spec.nodata
-        out = np.full((grid.height, grid.width), nodata, np.int64)
-        for ds in self._handles:
-            part = reproject_codes(ds, grid, nodata)
-            fill = out == nodata
-            out[fill] = part[fill]
-        return out
-
-
-def pixel_of(grid: Grid, x: float, y: float) -> tuple[int, int]:
-    """(row, col) of a point in ``grid``."""
-    r, c = rowcol(grid.transform, x, y)
-    return int(r), int(c)
