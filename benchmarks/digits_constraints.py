@@ -30,9 +30,9 @@ import torch
 
 from geo_ppp.core import load_prior
 from geo_ppp.core.constraints import ink_density
-from geo_ppp.demo import asymmetry
-from geo_ppp.digits import judge_classifier, load_digits
+from geo_ppp.demos.digits import asymmetry
 from geo_ppp.generation import default_pnp_config, generate
+from geo_ppp.generation.digits import judge_classifier, load_digits
 
 
 def nearest_real_rms(x: torch.Tensor, real: torch.Tensor) -> float:

@@ -30,9 +30,8 @@ from geo_ppp.core.weights import load_prior
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid
 from geo_ppp.landcover.baselines import kmeans_baseline, weak_argmax
-from geo_ppp.landcover.infer import InferConfig, infer_windows
+from geo_ppp.landcover.infer import InferConfig, default_infer_config, infer_windows
 from geo_ppp.landcover.metrics import Scores, confusion
-from geo_ppp.landcover.segment import default_infer_config
 from geo_ppp.landcover.weak import load_cooccurrence, weak_distribution
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_tiles"

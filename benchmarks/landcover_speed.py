@@ -23,8 +23,7 @@ from geo_ppp.core.denoisers import UNetDenoiser
 from geo_ppp.core.unet import UNetConfig
 from geo_ppp.core.weights import load_prior
 from geo_ppp.io import read_image, read_labels_on_grid
-from geo_ppp.landcover.infer import infer_windows
-from geo_ppp.landcover.segment import default_infer_config
+from geo_ppp.landcover.infer import default_infer_config, infer_windows
 from geo_ppp.landcover.weak import load_cooccurrence
 
 ROOT = Path(__file__).resolve().parent.parent / "sample_tiles"

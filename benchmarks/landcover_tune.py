@@ -22,8 +22,7 @@ from landcover_accuracy import SPLITS, load_tiles, pooled, with_settings  # noqa
 
 from geo_ppp.core.weights import load_prior
 from geo_ppp.geo.legend import load_legend
-from geo_ppp.landcover.infer import infer_windows
-from geo_ppp.landcover.segment import default_infer_config
+from geo_ppp.landcover.infer import default_infer_config, infer_windows
 from geo_ppp.landcover.weak import load_cooccurrence
 
 

@@ -162,7 +162,7 @@ def train_prior(
     overwrite: bool,
 ) -> None:
     """Train a DDPM prior and save it as safetensors + config.json."""
-    from geo_ppp.digits import train_digits_prior
+    from geo_ppp.generation.digits import train_digits_prior
     from geo_ppp.outputs import check_outputs
 
     if (out / "config.json").exists() and not overwrite and not (resume and _unfinished_prior(out)):
@@ -211,7 +211,7 @@ def _unfinished_prior(folder: Path) -> bool:
 @_handle_errors
 def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None:
     """Train the digits classifier used by the class=K constraint."""
-    from geo_ppp.digits import save_digit_classifier, train_digit_classifier
+    from geo_ppp.generation.digits import save_digit_classifier, train_digit_classifier
     from geo_ppp.outputs import check_outputs
 
     out.mkdir(parents=True, exist_ok=True)
@@ -280,13 +280,11 @@ def generate(
     overwrite: bool,
 ) -> None:
     """Generate samples from a prior, under constraints (plug-and-play)."""
-    import json
-
     from geo_ppp.core.constraints import build_constraint
-    from geo_ppp.core.pnp import PnPConfig
     from geo_ppp.core.weights import load_prior
-    from geo_ppp.generation import constraint_context, default_pnp_config, progress_callback, save_samples
+    from geo_ppp.generation import constraint_context, pnp_config, progress_callback
     from geo_ppp.generation import generate as run
+    from geo_ppp.io.pictures import save_samples
     from geo_ppp.outputs import check_outputs
 
     if num < 1:
@@ -297,18 +295,7 @@ def generate(
     built = build_constraint(list(constraints), **constraint_context(loaded, classifier))
     config = None
     if sampler == "pnp":
-        values = default_pnp_config(loaded).to_dict()
-        explicit = {"steps": steps, "lr": lr, "constraint_weight": weight, "finish": finish}
-        values.update({k: v for k, v in explicit.items() if v is not None})
-        for item in overrides:
-            key, eq, text = item.partition("=")
-            if not eq:
-                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
-            try:
-                values[key] = json.loads(text)
-            except json.JSONDecodeError:
-                values[key] = text
-        config = PnPConfig.from_dict(values)
+        config = pnp_config(loaded, steps=steps, lr=lr, weight=weight, finish=finish, overrides=overrides)
     show = config is not None and config.steps > 0 and log.isEnabledFor(logging.INFO)
     x = run(
         loaded,
@@ -649,13 +636,13 @@ def run_job_command(
 @_handle_errors
 def demo(out: Path, data: Path | None, steps: int | None, seed: int, device: str, overwrite: bool) -> None:
     """Segment the real sample tiles end to end with the shipped prior and score the map."""
-    from geo_ppp.landcover_demo import SAMPLE_TILES, run_landcover_demo
+    from geo_ppp.demos.landcover import run_landcover_demo
 
     _set_verbosity(0, False)
     progress = _tile_progress(0, True)
     try:
         report = run_landcover_demo(
-            out, data=data or SAMPLE_TILES, seed=seed, steps=steps, overwrite=overwrite,
+            out, data=data, seed=seed, steps=steps, overwrite=overwrite,
             device=_device(device), progress=progress, echo=click.echo, command=_command_line(),
         )
     finally:
@@ -677,7 +664,7 @@ def demo(out: Path, data: Path | None, steps: int | None, seed: int, device: str
 @_handle_errors
 def digits_demo(out: Path, num: int, seed: int, overwrite: bool) -> None:
     """Run the digits demonstration: constrained generation with the shipped prior."""
-    from geo_ppp.demo import run_digits_demo
+    from geo_ppp.demos.digits import run_digits_demo
 
     out.mkdir(parents=True, exist_ok=True)
     report = run_digits_demo(out, num=num, seed=seed, overwrite=overwrite, echo=click.echo)
@@ -729,8 +716,8 @@ def cooccurrence(
     """Estimate a co-occurrence matrix P(legend class | weak-label code) from truth/weak raster pairs."""
     import dataclasses
 
-    from geo_ppp.landcover.evaluate import estimate_cooccurrence_from_files
     from geo_ppp.outputs import check_outputs
+    from geo_ppp.pipeline.evaluate import estimate_cooccurrence_from_files
 
     check_outputs([out], overwrite)
     co = estimate_cooccurrence_from_files(
@@ -758,7 +745,7 @@ def evaluate(pred: Path, truth: Path, legend: str | None, as_json: bool) -> None
     """Score a predicted class map PRED against a truth raster TRUTH (accuracy, IoU, confusion)."""
     import json
 
-    from geo_ppp.landcover.evaluate import evaluate_files, format_scores, map_legend
+    from geo_ppp.pipeline.evaluate import evaluate_files, format_scores, map_legend
 
     loaded = map_legend(pred, legend)
     scores = evaluate_files(pred, truth, loaded)

@@ -1,7 +1,8 @@
-"""Safe output writing: refuse to overwrite unless asked, and never leave a half-written file.
+"""Output policy: refuse to overwrite unless asked, refuse colliding outputs, lock a run's outputs.
 
-Every file is written to a temporary name in its destination folder and renamed into place, so a
-crash leaves either the old file or the complete new one.
+:func:`check_outputs` and :func:`check_distinct` run before any work; :class:`RunLock` keeps a
+second run off the same outputs. Writing itself is atomic everywhere through
+:mod:`geo_ppp.core.atomic` (a temporary name in the destination folder, renamed into place).
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from geo_ppp.core.atomic import atomic_path, write_json
 from geo_ppp.errors import GeoPPPError, OutputExistsError
 
-__all__ = ["OutputError", "RunLock", "atomic_path", "check_distinct", "check_outputs", "write_json"]
+__all__ = ["OutputError", "RunLock", "check_distinct", "check_outputs"]
 
 
 class OutputError(GeoPPPError, OSError):

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from geo_ppp.geo.legend import load_legend
-from geo_ppp.landcover.evaluate import estimate_cooccurrence_from_files
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
+from geo_ppp.pipeline.evaluate import estimate_cooccurrence_from_files
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "enviroatlas-cooccurrence"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from geo_ppp.core import load_prior
-from geo_ppp.demo import asymmetry
-from geo_ppp.digits import judge_classifier
+from geo_ppp.demos.digits import asymmetry
 from geo_ppp.generation import generate
+from geo_ppp.generation.digits import judge_classifier
 
 pytestmark = pytest.mark.slow
 

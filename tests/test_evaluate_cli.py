@@ -13,8 +13,8 @@ from geo_ppp.cli import main
 from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_labels_on_grid, write_class_map
-from geo_ppp.landcover.evaluate import estimate_cooccurrence_from_files, evaluate_files, same_grid
 from geo_ppp.landcover.weak import estimate_cooccurrence, load_cooccurrence
+from geo_ppp.pipeline.evaluate import estimate_cooccurrence_from_files, evaluate_files, same_grid
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
 TRUTH = [TILES / "truth" / f"patch{i}.tif" for i in range(8)]

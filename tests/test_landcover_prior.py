@@ -17,17 +17,16 @@ from geo_ppp.core.annealing import PaperT
 from geo_ppp.core.training import TrainConfig, train_ddpm
 from geo_ppp.errors import ConfigError
 from geo_ppp.geo.legend import load_legend
-from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
-from geo_ppp.landcover.prior_check import CheckLimits, compare_statistics, map_statistics, one_hotness
-from geo_ppp.landcover.prior_data import (
+from geo_ppp.io.label_windows import (
     HOLDOUT_BLOCK_M,
     _window_split,
-    augmented_batches,
     holdout_block,
     label_dataset,
-    onehot_pm1,
     sample_label_windows,
 )
+from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
+from geo_ppp.landcover.prior_check import CheckLimits, compare_statistics, map_statistics, one_hotness
+from geo_ppp.landcover.prior_data import augmented_batches, onehot_pm1
 
 ROOT = Path(__file__).resolve().parent.parent
 LULC = ROOT / "pipelines" / "data" / "chesapeake-lulc-1m" / "Baywide_7class_20132014_E1300000_N1770000.tif"
@@ -242,7 +241,7 @@ def test_paper_t_schedule_is_the_notebooks():
 
 
 def test_paper_preset_resolves():
-    from geo_ppp.landcover.segment import default_infer_config
+    from geo_ppp.landcover.infer import default_infer_config
 
     cfg = default_infer_config(None, "paper").pnp_config()
     assert (cfg.steps, cfg.adam_beta1, cfg.finish, cfg.finish_t, cfg.finish_renoise) == (200, 0.0, "ddpm", 100, False)

@@ -253,28 +253,28 @@ def test_tiled_map_equals_the_pixelwise_function_on_the_whole_image(region, base
 # -- 2. the tiled path equals the single-window path ------------------------------------------------
 
 
-def test_one_tile_equals_segment_window(prior, tmp_path: Path) -> None:
-    """A 256 x 256 image is one tile: the pipeline must give segment_window's map with the tile's seed.
+def test_one_tile_equals_the_single_window_method(prior, tmp_path: Path) -> None:
+    """A 256 x 256 image is one tile: the pipeline must give the one-window method's map with the tile's seed.
 
     The pipeline keeps tile probabilities as float16 in its work dir, so pixels whose top-2
     probability margin (in the single-window float32 result) is below 2e-3 may flip; only those may
     differ, and they must be rare (< 0.5 % of the pixels).
     """
-    from geo_ppp.landcover.segment import segment_window
+    from tests.conftest import one_window_reference
 
     res = segment(NAIP, NLCD, out=tmp_path / "map.tif", prior=prior, steps=2, seed=11,
                   probabilities=tmp_path / "p.tif")
     assert res.stats["tiles"] == res.stats["ran"] == 1
-    ref = segment_window(NAIP, NLCD, "chesapeake", prior=str(prior), steps=2, seed=tile_seed(11, 0, 0))
+    ref_codes, ref_probs = one_window_reference(NAIP, NLCD, prior, steps=2, seed=tile_seed(11, 0, 0))
     codes = _read(tmp_path / "map.tif")
-    top2 = np.sort(ref.probabilities, 0)
+    top2 = np.sort(ref_probs, 0)
     near_tie = top2[-1] - top2[-2] < 2e-3
-    differ = codes != ref.codes
+    differ = codes != ref_codes
     assert not (differ & ~near_tie).any()
     assert near_tie.mean() < 0.005
-    assert len(np.unique(ref.codes)) >= 2
+    assert len(np.unique(ref_codes)) >= 2
     probs = _read(tmp_path / "p.tif", None).astype(np.float32) / 255
-    assert np.abs(probs - ref.probabilities).max() <= 1 / 255 + 2e-3
+    assert np.abs(probs - ref_probs).max() <= 1 / 255 + 2e-3
 
 
 # -- 3. resume ---------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def test_ddpm_depends_on_seed_and_is_reproducible(tiny_prior):
 
 def test_finishing_from_small_t_stays_close(digits_prior):
     """A few ancestral steps from t=20 barely move a real digit."""
-    from geo_ppp.digits import load_digits
+    from geo_ppp.generation.digits import load_digits
 
     p = digits_prior
     x0, _ = load_digits("judge")

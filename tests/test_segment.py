@@ -82,14 +82,17 @@ def test_segment_writes_codes_on_the_image_grid(tmp_path: Path, tiny_lc_prior: P
 
 
 def test_segment_is_deterministic_and_seed_sensitive(tmp_path: Path, tiny_lc_prior: Path) -> None:
-    from geo_ppp.landcover.segment import segment_window
+    from geo_ppp.pipeline import segment
 
-    a = segment_window(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=1)
-    b = segment_window(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=1)
-    c = segment_window(NAIP, NLCD, "chesapeake", prior=str(tiny_lc_prior), seed=2)
-    assert np.array_equal(a.codes, b.codes)
-    assert np.allclose(a.probabilities, b.probabilities)
-    assert not np.array_equal(a.probabilities, c.probabilities)  # the seed reaches the optimisation
+    def run(seed: int, name: str) -> np.ndarray:
+        segment(NAIP, NLCD, out=tmp_path / f"{name}.tif", prior=tiny_lc_prior, seed=seed,
+                probabilities=tmp_path / f"{name}.p.tif")
+        with rasterio.open(tmp_path / f"{name}.p.tif") as ds:
+            return ds.read()
+
+    a, b, c = run(1, "a"), run(1, "b"), run(2, "c")
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)  # the seed reaches the optimisation
 
 
 def test_segment_refuses_to_overwrite(tmp_path: Path, tiny_lc_prior: Path) -> None:

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from geo_ppp.core import NoiseSchedule, TrainConfig, UNetDenoiser, train_ddpm
-from geo_ppp.digits import load_digits
 from geo_ppp.errors import ConfigError
+from geo_ppp.generation.digits import load_digits
 
 from .conftest import TINY_UNET
 

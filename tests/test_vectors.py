@@ -21,8 +21,7 @@ from geo_ppp.errors import InputError
 from geo_ppp.geo.grid import Grid
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_labels_on_grid, write_class_map
-from geo_ppp.io.polygons import write_polygons
-from geo_ppp.io.polygons import _valid_polygonal
+from geo_ppp.io.polygons import _valid_polygonal, write_polygons
 from geo_ppp.io.vectors import aoi_mask, rasterize_labels, read_aoi, read_vector_labels
 
 TILES = Path(__file__).resolve().parent.parent / "sample_tiles"

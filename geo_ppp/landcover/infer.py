@@ -40,6 +40,7 @@ __all__ = [
     "InferConfig",
     "WindowResult",
     "coarse_inputs",
+    "default_infer_config",
     "infer_windows",
     "refine_full_resolution",
 ]
@@ -365,3 +366,21 @@ def _null_schedule():  # noqa: ANN202
 
     return NoiseSchedule.create("linear", 1000)
 
+
+def default_infer_config(prior: Prior | None, preset: str = "tuned") -> InferConfig:
+    """Inference settings: the prior's tuned ones, or a named preset.
+
+    ``tuned`` is the prior's ``meta["infer"]`` (else the generic defaults); ``paper`` is the
+    paper's schedule (:data:`~geo_ppp.landcover.infer.PRESETS`) on top of it.
+
+    Raises:
+        ConfigError: an unknown preset.
+    """
+    tuned = InferConfig()
+    if prior is not None and isinstance(prior.meta.get("infer"), dict):
+        tuned = InferConfig.from_dict(prior.meta["infer"])
+    if preset == "tuned":
+        return tuned
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; use one of {list(PRESET_NAMES)}")
+    return InferConfig.from_dict({**tuned.to_dict(), **PRESETS[preset]})

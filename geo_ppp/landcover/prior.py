@@ -24,17 +24,17 @@ from geo_ppp.core.unet import UNetConfig
 from geo_ppp.core.weights import Prior, save_prior
 from geo_ppp.errors import ConfigError
 from geo_ppp.geo.legend import Legend, load_legend
-from geo_ppp.landcover.prior_data import (
+from geo_ppp.io.label_windows import (
     HOLDOUT_BLOCK_M,
     HOLDOUT_EVERY,
     HOLDOUT_RULE,
-    augmented_batches,
     label_dataset,
-    onehot_pm1,
     sample_label_windows,
 )
+from geo_ppp.landcover.prior_data import augmented_batches, onehot_pm1
 
 __all__ = [
+    "DEFAULT_PRIORS",
     "LANDCOVER_DIFFUSION",
     "LANDCOVER_TRAIN",
     "LANDCOVER_UNET",
@@ -42,6 +42,9 @@ __all__ = [
     "check_prior_legend",
     "train_landcover_prior",
 ]
+
+#: legend -> the shipped prior used by default
+DEFAULT_PRIORS = {"chesapeake": "landcover-chesapeake"}
 
 log = logging.getLogger(__name__)
 

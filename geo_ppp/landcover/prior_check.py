@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from geo_ppp.core.atomic import write_json
 from geo_ppp.core.sampling import sample
 from geo_ppp.core.weights import Prior
 from geo_ppp.errors import ConfigError
 from geo_ppp.geo.legend import Legend, load_legend
-from geo_ppp.outputs import atomic_path, check_outputs, write_json
+from geo_ppp.io.pictures import write_png
+from geo_ppp.outputs import check_outputs
 
 __all__ = [
     "CheckLimits",
@@ -253,7 +255,7 @@ def _real_windows(
     prior: Prior, legend: Legend, labels: list[str] | None, num: int, seed: int, split: str = "holdout"
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Real label windows: the prior's held-out ones (or its training ones), or windows of ``labels``."""
-    from geo_ppp.landcover.prior_data import label_dataset, sample_label_windows
+    from geo_ppp.io.label_windows import label_dataset, sample_label_windows
 
     size = int(prior.meta.get("image_size") or 64)
     window_m = float(prior.meta.get("resolution_m") or 4.0) * size
@@ -400,14 +402,11 @@ def sheet_image(
 
 def write_report(report: PriorReport, out: str | os.PathLike[str], overwrite: bool = False) -> list[Path]:
     """Write ``prior_check.json`` and ``prior_check.png`` (samples | real windows) into folder ``out``."""
-    from matplotlib import image as mpimg
-
     folder = Path(out)
     json_path, png_path = folder / "prior_check.json", folder / "prior_check.png"
     folder.mkdir(parents=True, exist_ok=True)
     check_outputs([json_path, png_path], overwrite)
     sheet = sheet_image(report.sample_index, report.real_index, load_legend(report.legend))
-    with atomic_path(png_path) as tmp:
-        mpimg.imsave(tmp, sheet, format="png")
+    write_png(png_path, sheet)
     write_json(json_path, report.to_dict())
     return [json_path, png_path]

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from geo_ppp.core.atomic import write_json
 from geo_ppp.geo.grid import Grid
 from geo_ppp.io.rasters import RasterWriter, read_decimated, read_warped_rows, read_window
-from geo_ppp.outputs import write_json
 from geo_ppp.pipeline.mosaic import blend_strip, iter_strips
 from geo_ppp.pipeline.store import TileStore
 

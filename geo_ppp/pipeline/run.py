@@ -41,9 +41,8 @@ from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.io.imagery import ImageReader, ImageSpec, open_region, scan_image_files
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.io.weak_labels import WeakReader, WeakSpec, open_weak_labels
-from geo_ppp.landcover.infer import InferConfig, infer_windows
-from geo_ppp.landcover.prior import check_prior_legend
-from geo_ppp.landcover.segment import DEFAULT_PRIORS, default_infer_config
+from geo_ppp.landcover.infer import InferConfig, default_infer_config, infer_windows
+from geo_ppp.landcover.prior import DEFAULT_PRIORS, check_prior_legend
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
 from geo_ppp.outputs import OutputError, RunLock, check_distinct, check_outputs
 from geo_ppp.pipeline.store import TileStore

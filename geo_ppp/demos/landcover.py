@@ -1,7 +1,7 @@
 """``geo-ppp demo``: segment the real sample tiles end to end with the shipped prior, on the CPU.
 
-The eight NAIP patches of ``sample_tiles/`` are one region (eight files of one NAIP tile, with
-nodata between them) and the eight NLCD patches its weak labels. The demo writes the map COG with
+The eight NAIP patches of the repository's ``sample_tiles/`` are one region (eight files of one NAIP tile,
+with nodata between them) and the eight NLCD patches its weak labels. The demo writes the map COG with
 its ``.qml`` style, the class polygons (GeoPackage), a quicklook PNG and the resolved config, then
 scores the map against the 1 m truth of every patch.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geo_ppp.demos import sample_tiles
 from geo_ppp.errors import InputError
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_labels_on_grid
@@ -21,9 +22,7 @@ from geo_ppp.landcover.metrics import Scores, confusion
 from geo_ppp.pipeline import segment
 from geo_ppp.pipeline.run import Progress
 
-__all__ = ["SAMPLE_TILES", "run_landcover_demo", "score_against_truth"]
-
-SAMPLE_TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
+__all__ = ["run_landcover_demo", "score_against_truth"]
 
 
 def score_against_truth(pred: str | os.PathLike[str], truths: list[Path], legend_name: str) -> Scores:
@@ -41,7 +40,7 @@ def score_against_truth(pred: str | os.PathLike[str], truths: list[Path], legend
 def run_landcover_demo(
     out: str | os.PathLike[str],
     *,
-    data: str | os.PathLike[str] = SAMPLE_TILES,
+    data: str | os.PathLike[str] | None = None,
     seed: int = 0,
     steps: int | None = None,
     overwrite: bool = False,
@@ -50,8 +49,11 @@ def run_landcover_demo(
     echo: Callable[[str], object] = print,
     command: str = "",
 ) -> str:
-    """Segment ``data`` (a sample_tiles folder) into ``out`` and report accuracy against its truth."""
-    data = Path(data)
+    """Segment ``data`` (a sample_tiles folder; see :func:`~geo_ppp.demos.sample_tiles`) into ``out``.
+
+    Reports the accuracy of the map against the folder's 1 m truth.
+    """
+    data = sample_tiles(data)
     naip = sorted((data / "naip").glob("*.tif"))
     nlcd = sorted((data / "nlcd").glob("*.tif"))
     truth = sorted((data / "truth").glob("*.tif"))

@@ -10,7 +10,8 @@ import torch
 
 from geo_ppp.core.constraints import ink_density
 from geo_ppp.core.weights import load_prior
-from geo_ppp.generation import default_pnp_config, generate, save_samples
+from geo_ppp.generation import default_pnp_config, generate
+from geo_ppp.io.pictures import save_samples
 from geo_ppp.outputs import check_outputs
 
 __all__ = ["DEMO_RUNS", "asymmetry", "run_digits_demo"]
@@ -44,7 +45,7 @@ def run_digits_demo(
         A small text table: per run, the share of samples the independent judge classifies as the
         wanted class, the mean asymmetry and the mean ink density.
     """
-    from geo_ppp.digits import judge_classifier
+    from geo_ppp.generation.digits import judge_classifier
 
     out = Path(out)
     pngs = [out / f"{name}.png" for name, _ in DEMO_RUNS]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from geo_ppp.core.constraints import Constraint, build_constraint
@@ -17,16 +16,14 @@ from geo_ppp.core.pnp import PnPConfig, StepInfo, plug_and_play
 from geo_ppp.core.sampling import SAMPLERS, sample
 from geo_ppp.core.weights import SHIPPED_WEIGHTS, Prior
 from geo_ppp.errors import ConfigError
-from geo_ppp.outputs import atomic_path, check_outputs, write_json
 
 __all__ = [
     "Snapshots",
     "constraint_context",
     "default_pnp_config",
     "generate",
-    "grid_image",
+    "pnp_config",
     "progress_callback",
-    "save_samples",
 ]
 
 log = logging.getLogger(__name__)
@@ -38,7 +35,7 @@ def constraint_context(prior: Prior, classifier: str | os.PathLike[str] | None =
     The classifier is the one named in the prior's metadata (a shipped name or a folder next to
     the prior), unless ``classifier`` names another folder. It is loaded only when it exists.
     """
-    from geo_ppp.digits import load_digit_classifier
+    from geo_ppp.generation.digits import load_digit_classifier
 
     name = classifier or prior.meta.get("classifier")
     if not name:
@@ -162,60 +159,32 @@ def default_pnp_config(prior: Prior) -> PnPConfig:
     return PnPConfig.from_dict(dict(prior.meta.get("pnp", {})))
 
 
-def grid_image(x: torch.Tensor | np.ndarray, scale: int = 4, pad: int = 1) -> np.ndarray:
-    """Tile a batch (N, C, H, W) in [-1, 1] into one image (rows, cols[, 3]) in [0, 1]."""
-    arr = np.asarray(x, dtype=np.float32)
-    n, c, h, w = arr.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    img = np.ones((rows * (h + pad) + pad, cols * (w + pad) + pad, c), dtype=np.float32)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        y0, x0 = pad + r * (h + pad), pad + q * (w + pad)
-        img[y0 : y0 + h, x0 : x0 + w] = ((arr[i].transpose(1, 2, 0) + 1) / 2).clip(0, 1)
-    img = img.repeat(scale, 0).repeat(scale, 1)
-    return img[..., 0] if c == 1 else img[..., :3]
+def pnp_config(
+    prior: Prior,
+    *,
+    steps: int | None = None,
+    lr: float | None = None,
+    weight: float | None = None,
+    finish: str | None = None,
+    overrides: Sequence[str] = (),
+) -> PnPConfig:
+    """The prior's plug-and-play settings with explicit values and ``KEY=VALUE`` overrides on top.
 
+    Values of ``overrides`` are read as JSON when they parse (``t_max=600``, ``project=true``) and
+    as text otherwise (``optimizer=adam``); every key must be a :class:`PnPConfig` field.
 
-def save_samples(
-    x: torch.Tensor,
-    out_png: str | os.PathLike[str],
-    record: dict[str, Any],
-    overwrite: bool = False,
-    palette: Sequence[Sequence[int]] | None = None,
-) -> list[Path]:
-    """Write ``OUT.png`` (a grid), ``OUT.npy`` (the samples, N x C x H x W) and ``OUT.json``.
-
-    With a ``palette`` (one RGB colour per channel, e.g. a legend's), the samples are class maps:
-    the PNG shows each sample's argmax over channels in those colours, not its first channels.
-
-    ``OUT.json`` holds ``record``: the resolved configuration that produced the samples. All
-    outputs are checked before anything is written, and each is written atomically.
-
-    Returns:
-        The three paths.
+    Raises:
+        ConfigError: an override that is not ``KEY=VALUE``, an unknown field or a bad value.
     """
-    from matplotlib import image as mpimg
-
-    png = Path(out_png)
-    if png.suffix.lower() != ".png":
-        raise ConfigError(f"--out must end in .png, got {png.name}")
-    npy, js = png.with_suffix(".npy"), png.with_suffix(".json")
-    check_outputs([png, npy, js], overwrite)
-    if palette is not None:
-        colors = np.asarray(palette, dtype=np.float32) / 255.0
-        if colors.shape != (x.shape[1], 3):
-            raise ConfigError(f"a palette of {x.shape[1]} RGB colours is needed, got shape {colors.shape}")
-        classes = x.argmax(dim=1).numpy()
-        rgb = torch.from_numpy(colors[classes].transpose(0, 3, 1, 2) * 2 - 1)
-        grid = (grid_image(rgb) * 255).round().astype(np.uint8)  # exact legend colours
-    else:
-        grid = grid_image(x)
-    with atomic_path(npy) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, x.numpy().astype(np.float32))
-    with atomic_path(png) as tmp:
-        mpimg.imsave(tmp, grid, cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    write_json(js, record)
-    log.info("wrote %s, %s and %s", png, npy, js)
-    return [png, npy, js]
+    values = default_pnp_config(prior).to_dict()
+    explicit = {"steps": steps, "lr": lr, "constraint_weight": weight, "finish": finish}
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. --set t_max=600)")
+        try:
+            values[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key.strip()] = text
+    return PnPConfig.from_dict(values)
