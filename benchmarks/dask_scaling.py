@@ -30,7 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from geo_ppp.pipeline.distributed import DaskRunner  # noqa: E402
-from geo_ppp.pipeline.run import finish_region, prepare_region, run_serial  # noqa: E402
+from geo_ppp.pipeline.job import RunSettings  # noqa: E402
+from geo_ppp.pipeline.plan import prepare_region  # noqa: E402
+from geo_ppp.pipeline.run import finish_region  # noqa: E402
+from geo_ppp.pipeline.worker import run_serial  # noqa: E402
 
 TILES = ROOT / "sample_tiles"
 STARTUP: dict[str, float] = {}
@@ -43,7 +46,9 @@ def run(mode: str, folder: Path, args: argparse.Namespace) -> tuple[float, int, 
     out = folder / f"{mode}.tif"
     prep = prepare_region(
         naip, nlcd, "chesapeake", out, workdir=folder / f"{mode}.work", resume=False, overwrite=True,
-        steps=args.steps, tile_size=args.tile_size, overlap=16, batch_size=args.batch_size,
+        settings=RunSettings(
+            steps=args.steps, tile_size=args.tile_size, overlap=16, batch_size=args.batch_size
+        ),
     )
     job = prep.job
     batches = job.batches()

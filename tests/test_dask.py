@@ -29,7 +29,7 @@ from geo_ppp.cli import main
 from geo_ppp.errors import InputError
 from geo_ppp.pipeline import segment
 from geo_ppp.pipeline.distributed import DaskRunner, PriorPlugin, SchedulerError, parse_scheduler
-from geo_ppp.pipeline.run import plan
+from geo_ppp.pipeline.plan import plan
 from geo_ppp.pipeline.store import TileStore
 from tests.test_pipeline import pixelwise  # the pixel-wise model of the tiling oracle
 from tests.test_segment import _tiny_landcover_prior

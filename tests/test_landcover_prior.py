@@ -325,7 +325,7 @@ def test_generate_draws_land_cover_in_the_legend_colours(tiny_landcover_prior, t
 
 
 def test_a_stopped_runs_published_prior_may_be_resumed_into(tiny_landcover_prior, tmp_path):
-    from geo_ppp.cli import _unfinished_prior
+    from geo_ppp.cli.train import _unfinished_prior
 
     finished = json.loads((tiny_landcover_prior / "config.json").read_text())
     assert not _unfinished_prior(tiny_landcover_prior)  # 3 of 3 steps: a finished prior is refused

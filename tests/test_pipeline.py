@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from rasterio.transform import from_origin
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 
-import geo_ppp.pipeline.run as run_mod
+import geo_ppp.pipeline.worker as worker_mod
 from geo_ppp.cli import main
 from geo_ppp.errors import InputError
 from geo_ppp.geo.legend import load_legend
@@ -200,7 +200,7 @@ def _cli(args: list[str]):
 @pytest.fixture
 def fast_cli(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the CLI's inference the pixel-wise function (the CLI takes no `infer`)."""
-    monkeypatch.setattr(run_mod, "TileInferrer", lambda job: pixelwise)
+    monkeypatch.setattr(worker_mod, "TileInferrer", lambda job: pixelwise)
 
 
 # -- 1. the oracle: the map does not depend on the tiling --------------------------------------------

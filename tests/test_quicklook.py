@@ -141,15 +141,17 @@ def test_scattered_files_get_a_contact_sheet_of_their_footprints(tmp_path: Path)
     """Three scattered real patches: the quicklook shows each at full resolution, side by side."""
 
 
+    from geo_ppp.pipeline.job import RunSettings
+    from geo_ppp.pipeline.plan import prepare_region
     from geo_ppp.pipeline.publish import _contact_sheet, _sheet_boxes
-    from geo_ppp.pipeline.run import prepare_region
     from tests.test_segment import _tiny_landcover_prior
 
     tiles = Path(__file__).resolve().parent.parent / "sample_tiles"
     names = ["patch0.tif", "patch1.tif", "patch5.tif"]
     prep = prepare_region(
         [tiles / "naip" / n for n in names], [tiles / "nlcd" / n for n in names], "chesapeake",
-        tmp_path / "map.tif", prior=_tiny_landcover_prior(tmp_path / "prior"), setup_workdir=False,
+        tmp_path / "map.tif", settings=RunSettings(prior=_tiny_landcover_prior(tmp_path / "prior")),
+        setup_workdir=False,
     )
     boxes = _sheet_boxes(prep.job, prep.job.image.grid, 1024)
     assert boxes is not None and len(boxes) == 3

@@ -20,7 +20,7 @@ from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_labels_on_grid
 from geo_ppp.landcover.metrics import Scores, confusion
 from geo_ppp.pipeline import segment
-from geo_ppp.pipeline.run import Progress
+from geo_ppp.pipeline.job import Progress
 
 __all__ = ["run_landcover_demo", "score_against_truth"]
 

@@ -36,7 +36,7 @@ from geo_ppp.errors import InputError
 from geo_ppp.geo.grid import Grid, grid_for, pixel_size
 from geo_ppp.io.rasters import IMAGE_DTYPES, absolute_path, open_raster
 
-__all__ = ["ImageReader", "ImageSpec", "open_region", "scan_image_files"]
+__all__ = ["ImageReader", "ImageSpec", "open_region"]
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +215,6 @@ def open_region(
     return ImageSpec(tuple(paths), bands, grid, work, res * unit, work_res * unit, scale, tuple(footprints))
 
 
-SCAN_ROWS = 512
-
-
 def _true_alpha(path: str) -> int | None:
     """The band flagged alpha among the first four, if it really is a mask (only 0 and 255 in it).
 
@@ -232,45 +229,8 @@ def _true_alpha(path: str) -> int | None:
         try:
             values = np.unique(ds.read(flagged[0], out_shape=shape, resampling=Resampling.nearest))
         except (RasterioIOError, RasterioError):
-            return None  # a damaged file: scan_image_files names the damage
+            return None  # a damaged file: geo_ppp.io.scan names the damage
     return flagged[0] if set(values.tolist()) <= {0, 255} else None
-
-
-def scan_image_files(spec: ImageSpec) -> None:
-    """Read every file of a region once, strip by strip, before any tile runs (bounded memory).
-
-    A block that cannot be read (a truncated COG, a VRT whose source is missing) or NaN values
-    outside the file's nodata would otherwise stop the run only when their tile is reached.
-
-    Raises:
-        InputError: naming the file, the rows, and the fix.
-    """
-    for path in spec.paths:
-        try:
-            ds = rasterio.open(path)
-        except RasterioIOError as err:
-            raise InputError(f"image {path} cannot be opened ({err}); check the file") from None
-        with ds:
-            floating = np.dtype(ds.dtypes[spec.bands[0] - 1]).kind == "f"
-            for row in range(0, ds.height, SCAN_ROWS):
-                window = Window(0, row, ds.width, min(SCAN_ROWS, ds.height - row))
-                try:
-                    data = ds.read(list(spec.bands), window=window)
-                except (RasterioIOError, RasterioError) as err:
-                    raise InputError(
-                        f"image {path} is damaged: rows {row}-{row + window.height} cannot be read "
-                        f"({str(err).splitlines()[0]}); download or rebuild the file (a VRT's sources must "
-                        "all exist)"
-                    ) from None
-                if floating:
-                    nan = np.isnan(data)
-                    if ds.nodata is not None and np.isnan(ds.nodata):
-                        nan[:] = False
-                    if nan.any():
-                        raise InputError(
-                            f"image {path} holds NaN values (first in rows {row}-{row + window.height}); "
-                            "set a nodata value for them (e.g. `gdal_translate -a_nodata 0`) or fill them"
-                        )
 
 
 def _percentile_scale(paths: list[str], bands: tuple[int, ...]) -> tuple[tuple[float, float], ...]:

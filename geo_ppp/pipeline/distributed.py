@@ -1,6 +1,6 @@
 """Run a region's tiles on a dask.distributed cluster (a LocalCluster or an existing scheduler).
 
-Each task carries a small picklable spec (the :class:`~geo_ppp.pipeline.run.RegionJob` and one
+Each task carries a small picklable spec (the :class:`~geo_ppp.pipeline.job.RegionJob` and one
 batch of tiles; never open datasets or tensors) and writes its tiles atomically into the shared
 work dir, so a task that dies is simply retried elsewhere and a rerun recomputes nothing finished.
 The prior is loaded once per worker process by :class:`PriorPlugin` and kept in a per-process
@@ -23,15 +23,16 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask
 import numpy as np
 
 from geo_ppp.errors import GeoPPPError, InputError
-from geo_ppp.pipeline.run import Progress, RegionJob, run_batch
+from geo_ppp.pipeline.job import Progress, RegionJob
 from geo_ppp.pipeline.tiling import Tile
+from geo_ppp.pipeline.worker import cached_prior, run_batch
 
 __all__ = ["DaskRunner", "PriorPlugin", "SchedulerError", "parse_scheduler"]
 
@@ -115,12 +116,10 @@ class PriorPlugin(WorkerPlugin):
         self.name = f"geo_ppp-prior-{hashlib.sha1(f'{prior}|{device}'.encode()).hexdigest()[:10]}"
 
     def setup(self, worker: Any) -> None:  # noqa: D102
-        from geo_ppp.pipeline.run import _cached_prior
-
         if self.device == "cpu":
             _set_threads(getattr(worker.state, "nthreads", None) or getattr(worker, "nthreads", 1) or 1)
         try:
-            _cached_prior(self.prior, self.device)
+            cached_prior(self.prior, self.device)
         except Exception as exc:
             raise SchedulerError(
                 f"worker {worker.address} cannot load the prior {self.prior!r}: {exc}. Give a --prior that "
@@ -261,31 +260,56 @@ class DaskRunner:
             )
         return futures
 
-    def __call__(
-        self, job: RegionJob, batches: list[list[Tile]], progress: Progress | None, timings: dict[str, float]
-    ) -> dict[str, str]:
-        """Run a region's batches on the cluster; ``progress`` is driven from ``as_completed``."""
+    def collect(
+        self,
+        futures: Sequence[Any],
+        batches: Sequence[Sequence[Tile]],
+        on_tile: Callable[[Any, Tile, str], None],
+        timings_for: Callable[[Any], dict[str, float]],
+        on_batch_done: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Take the results of submitted batches as they finish; on any error, cancel the rest.
+
+        Args:
+            futures: from :meth:`submit` (of one or several regions).
+            batches: the batch of each future.
+            on_tile: called with the future, each tile of its batch and the tile's status
+                (``ran``, ``skipped`` or ``resumed``).
+            timings_for: the stage-seconds dict a future's timings are added to.
+            on_batch_done: called with each future once its tiles are reported.
+        """
         from distributed import as_completed
 
-        self.prepare(job)
-        if self.dashboard:
-            log.warning("Dask dashboard: %s", self.dashboard)
-        futures = self.submit(job, batches)
         batch_of = {f.key: b for f, b in zip(futures, batches, strict=True)}
-        report: dict[str, str] = {}
-        total = len(job.tiles)
         try:
             for future in as_completed(futures):
                 out = future.result()
+                into = timings_for(future)
                 for key, value in out["timings"].items():
-                    timings[key] = timings.get(key, 0.0) + value
+                    into[key] = into.get(key, 0.0) + value
                 for tile in batch_of[future.key]:
-                    status = out["report"][tile.key]
-                    report[tile.key] = status
-                    log.info("tile %s at (%d, %d): %s", tile.key, tile.y, tile.x, status)
-                    if progress is not None:
-                        progress(len(report), total, tile, status)
+                    on_tile(future, tile, out["report"][tile.key])
+                if on_batch_done is not None:
+                    on_batch_done(future)
         except BaseException:
-            self.client.cancel(futures)
+            self.client.cancel(list(futures))
             raise
+
+    def __call__(
+        self, job: RegionJob, batches: list[list[Tile]], progress: Progress | None, timings: dict[str, float]
+    ) -> dict[str, str]:
+        """Run a region's batches on the cluster; ``progress`` is driven as batches finish."""
+        self.prepare(job)
+        if self.dashboard:
+            log.warning("Dask dashboard: %s", self.dashboard)
+        report: dict[str, str] = {}
+        total = len(job.tiles)
+
+        def on_tile(_future: Any, tile: Tile, status: str) -> None:
+            report[tile.key] = status
+            log.info("tile %s at (%d, %d): %s", tile.key, tile.y, tile.x, status)
+            if progress is not None:
+                progress(len(report), total, tile, status)
+
+        self.collect(self.submit(job, batches), batches, on_tile, lambda _future: timings)
         return report

@@ -38,36 +38,19 @@ import numpy as np
 
 from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.outputs import OutputError, check_distinct
-from geo_ppp.pipeline.run import (
-    PreparedRegion,
-    Progress,
-    RegionResult,
-    check_products_distinct,
-    finish_region,
-    output_paths,
-    prepare_region,
-    run_serial,
-)
+from geo_ppp.pipeline.job import Progress, RegionResult, RunSettings, check_products_distinct, output_paths
+from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
+from geo_ppp.pipeline.run import finish_region
+from geo_ppp.pipeline.worker import run_serial
 
 __all__ = ["JobSpec", "RegionSpec", "load_job", "prepare_job_region", "run_job"]
 
 log = logging.getLogger(__name__)
 
 JOB_KEYS = {"scheduler", "workdir", "overwrite", "resume"}
-SETTING_KEYS = {
-    "legend",
-    "prior",
-    "cooccurrence",
-    "steps",
-    "preset",
-    "tile_size",
-    "overlap",
-    "batch_size",
-    "seed",
-    "bands",
-    "device",
-    "label_attribute",
-}
+#: a region's settings: the legend and every :class:`RunSettings` field a spec may set (not the AOI,
+#: a per-region key, nor a whole inference config)
+SETTING_KEYS = {"legend"} | set(RunSettings.field_names()) - {"aoi", "config"}
 REGION_KEYS = {
     "name",
     "image",
@@ -317,14 +300,13 @@ def prepare_job_region(
         import torch
 
         s["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    bands = s.pop("bands", None)
     try:
         return prepare_region(
             list(region.image),
             list(region.weak_labels),
             legend,
             region.out,
-            aoi=region.aoi,
+            settings=RunSettings(aoi=region.aoi, **s),
             probabilities=region.probabilities,
             vector=region.vector,
             quicklook=region.quicklook,
@@ -335,8 +317,6 @@ def prepare_job_region(
             setup_workdir=setup,
             lock=lock,
             create_folders=True,
-            bands=tuple(bands) if bands else None,
-            **s,
         )
     except (InputError, ConfigError) as exc:
         raise type(exc)(f"region {region.name!r}: {exc}") from exc
@@ -421,8 +401,6 @@ def _run_prepared(
             echo(_summary(region, results[-1]))
         return results
 
-    from distributed import as_completed
-
     # the runner is closed by run_job
     if runner.dashboard:
         echo(f"Dask dashboard: {runner.dashboard}")
@@ -431,36 +409,34 @@ def _run_prepared(
     for prep in preps:  # the scheduler is reachable and the workers hold the prior: now write
         prep.setup()
     started = time.perf_counter()
-    owner: dict[str, tuple[int, list[Any]]] = {}
-    pending = []
-    futures = []
+    region_of: dict[str, int] = {}
+    pending: list[int] = []
+    futures: list[Any] = []
+    batches: list[list[Any]] = []
     for i, prep in enumerate(preps):
-        batches = prep.job.batches()
-        fs = runner.submit(prep.job, batches)
+        region_batches = prep.job.batches()
+        fs = runner.submit(prep.job, region_batches)
         pending.append(len(fs))
-        for f, b in zip(fs, batches, strict=True):
-            owner[f.key] = (i, b)
+        region_of.update({f.key: i for f in fs})
         futures += fs
+        batches += region_batches
     reports: list[dict[str, str]] = [{} for _ in preps]
     timings_all: list[dict[str, float]] = [{} for _ in preps]
     step = tick(progress)
-    try:
-        for future in as_completed(futures):
-            i, batch = owner[future.key]
-            out = future.result()
-            for key, value in out["timings"].items():
-                timings_all[i][key] = timings_all[i].get(key, 0.0) + value
-            for tile in batch:
-                reports[i][tile.key] = out["report"][tile.key]
-                step(0, 0, tile, out["report"][tile.key])
-            pending[i] -= 1
-            if pending[i] == 0:
-                result = finish_region(preps[i], reports[i], timings_all[i], started)
-                results.append(result)
-                echo(_summary(spec.regions[i], result))
-    except BaseException:
-        runner.client.cancel(futures)
-        raise
+
+    def on_tile(future: Any, tile: Any, status: str) -> None:
+        reports[region_of[future.key]][tile.key] = status
+        step(0, 0, tile, status)
+
+    def on_batch_done(future: Any) -> None:
+        i = region_of[future.key]
+        pending[i] -= 1
+        if pending[i] == 0:
+            result = finish_region(preps[i], reports[i], timings_all[i], started)
+            results.append(result)
+            echo(_summary(spec.regions[i], result))
+
+    runner.collect(futures, batches, on_tile, lambda f: timings_all[region_of[f.key]], on_batch_done)
     return results
 
 

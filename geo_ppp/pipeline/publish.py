@@ -11,18 +11,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from geo_ppp.core.atomic import write_json
 from geo_ppp.geo.grid import Grid
 from geo_ppp.io.rasters import RasterWriter, read_decimated, read_warped_rows, read_window
+from geo_ppp.pipeline.job import RegionJob
 from geo_ppp.pipeline.mosaic import blend_strip, iter_strips
 from geo_ppp.pipeline.store import TileStore
-
-if TYPE_CHECKING:
-    from geo_ppp.pipeline.run import RegionJob
 
 __all__ = ["STRIP", "publish"]
 

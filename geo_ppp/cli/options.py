@@ -1,0 +1,172 @@
+"""What every command shares: error handling, the recorded command line, common options, verbosity.
+
+Choice lists are read from the registries they name (samplers, schedules, presets, ...) when click
+first needs them, so a new entry in a registry appears in the CLI without an edit here, and
+``geo-ppp --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shlex
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import click
+
+from geo_ppp.errors import GeoPPPError
+
+__all__ = [
+    "RegistryChoice",
+    "command_line",
+    "device_option",
+    "handle_errors",
+    "overwrite_option",
+    "resolve_device",
+    "scheduler_option",
+    "seed_option",
+    "set_verbosity",
+    "tile_progress",
+    "verbosity_options",
+]
+
+
+class RegistryChoice(click.Choice):
+    """A ``click.Choice`` whose choices come from a registry, read on first use.
+
+    Args:
+        load: returns the valid names (e.g. ``lambda: SAMPLERS``), called once.
+        extra: names accepted besides the registry's, listed first (e.g. ``pnp``, ``none``).
+    """
+
+    def __init__(self, load: Callable[[], Iterable[str]], extra: Iterable[str] = ()) -> None:
+        self._load = load
+        self._extra = tuple(extra)
+        self._loaded: tuple[str, ...] | None = None
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The valid names."""
+        if self._loaded is None:
+            self._loaded = (*self._extra, *(n for n in self._load() if n not in self._extra))
+        return self._loaded
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click.Choice.__init__ assigns; the registry decides
+        pass
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a geo_ppp error into a one-line message and exit status 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except GeoPPPError as err:
+            raise click.ClickException(str(err)) from err
+
+    return wrapper
+
+
+def command_line() -> str:
+    """The current command as a shell line, rerunnable as recorded.
+
+    Rebuilt from the parsed options (defaults left out), then the positional arguments (after ``--``
+    when one of them starts with a dash).
+    """
+    ctx = click.get_current_context()
+    parts = [ctx.command_path]
+    arguments: list[str] = []
+    for param in ctx.command.params:
+        if isinstance(param, click.Argument) and param.name is not None:
+            value = ctx.params.get(param.name)
+            values = value if isinstance(value, (list, tuple)) else [] if value is None else [value]
+            arguments += [shlex.quote(str(v)) for v in values]
+            continue
+        if not isinstance(param, click.Option) or param.name is None:
+            continue
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or param.name in ("help", "version"):
+            continue
+        if param.is_flag:
+            opts = param.opts if value else param.secondary_opts
+            parts.extend(opts[:1])
+            continue
+        for item in value if param.multiple else [value]:
+            parts += [param.opts[0], shlex.quote(str(item))]
+    if any(a.lstrip("'").startswith("-") for a in arguments):
+        arguments.insert(0, "--")
+    return " ".join(parts + arguments)
+
+
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to run; auto picks CUDA when available.",
+)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    return name
+
+
+def set_verbosity(verbose: int, quiet: bool) -> None:
+    """Per-command -v/-q (added to the group's): warnings only by default, -v per-tile info, -vv debug."""
+    parent = click.get_current_context().find_root().params
+    verbose += parent.get("verbose") or 0
+    quiet = quiet or bool(parent.get("quiet"))
+    level = logging.WARNING if quiet or not verbose else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.getLogger("geo_ppp").setLevel(level)
+
+
+def tile_progress(total_hint: int, enabled: bool) -> Any:
+    """A tqdm bar driven by the pipeline's progress callback (tiles/s and ETA)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_hint, unit="tile", disable=not enabled, dynamic_ncols=True, leave=True)
+    counts = {"ran": 0, "skipped": 0, "resumed": 0}
+
+    def progress(done: int, total: int, tile: Any, status: str) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        counts[status] += 1
+        bar.set_postfix(counts, refresh=False)
+        bar.update(1)
+
+    progress.close = bar.close  # type: ignore[attr-defined]
+    return progress
+
+
+scheduler_option = click.option(
+    "--scheduler",
+    default=None,
+    help="Run tiles on Dask: local, local:N (N worker processes) or a scheduler address (tcp://HOST:8786). "
+    "For `run`, it overrides the spec's [job] scheduler.",
+)
+
+
+def verbosity_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``-v`` (repeatable) and ``-q``, on the group and on the commands that log per tile."""
+    func = click.option(
+        "-q", "--quiet", is_flag=True, help="Only warnings and errors (and no progress bar)."
+    )(func)
+    return click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="More logging: -v which tiles ran or were skipped and why, -vv debug.",
+    )(func)

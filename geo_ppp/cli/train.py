@@ -1,0 +1,165 @@
+"""``geo-ppp train-prior`` and ``geo-ppp train-classifier``: train the priors and the digits classifier."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from geo_ppp.cli.options import (
+    RegistryChoice,
+    command_line,
+    device_option,
+    handle_errors,
+    overwrite_option,
+    resolve_device,
+    seed_option,
+)
+
+log = logging.getLogger("geo_ppp")
+
+
+def _schedules() -> list[str]:
+    from geo_ppp.core.schedules import NOISE_SCHEDULES
+
+    return list(NOISE_SCHEDULES)
+
+
+def _predictions() -> tuple[str, ...]:
+    from geo_ppp.core.denoisers import UNetDenoiser
+
+    return UNetDenoiser.PREDICTIONS
+
+
+def _loss_weightings() -> tuple[str, ...]:
+    from geo_ppp.core.training import LOSS_WEIGHTINGS
+
+    return LOSS_WEIGHTINGS
+
+
+@click.command("train-prior")
+@click.option(
+    "--dataset",
+    type=click.Choice(["digits", "landcover"]),
+    default="digits",
+    show_default=True,
+    help="Training data: sklearn digits, or land-cover label rasters given with --labels.",
+)
+@click.option(
+    "--labels",
+    "label_specs",
+    multiple=True,
+    help="Land-cover label rasters: PATH[,PATH...][@WEIGHT] (files or folders of GeoTIFFs of one CRS); "
+    "repeat for several sources.",
+)
+@click.option("--legend", default="chesapeake", show_default=True, help="Legend name or JSON (landcover).")
+@click.option("--windows", type=int, default=2000, show_default=True, help="Windows drawn per label source.")
+@click.option("--batch-size", type=int, default=None, help="Batch size (default: the shipped prior's).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output prior folder.")
+@click.option("--steps", type=int, default=None, help="Training steps (default: the shipped prior's).")
+@click.option("--base-channels", type=int, default=None, help="U-Net width (default: the shipped prior's).")
+@click.option(
+    "--schedule", type=RegistryChoice(_schedules), default=None,
+    help="Noise schedule (landcover; default: the shipped prior's, cosine).",
+)
+@click.option(
+    "--prediction", type=RegistryChoice(_predictions), default=None,
+    help="What the U-Net predicts (landcover; default: the shipped prior's, v).",
+)
+@click.option(
+    "--crop", type=int, default=None,
+    help="Train on random crops of this many cells (landcover; default: the shipped prior's, 32).",
+)
+@click.option(
+    "--loss-weighting", type=RegistryChoice(_loss_weightings), default=None,
+    help="Per-timestep loss weights (landcover; default: the shipped prior's, min_snr).",
+)
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast on CUDA (landcover; ignored on the CPU).")
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train)."
+)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from a checkpoint.")
+@seed_option
+@device_option
+@overwrite_option
+@handle_errors
+def train_prior(
+    dataset: str,
+    label_specs: tuple[str, ...],
+    legend: str,
+    windows: int,
+    batch_size: int | None,
+    out: Path,
+    steps: int | None,
+    base_channels: int | None,
+    schedule: str | None,
+    prediction: str | None,
+    crop: int | None,
+    loss_weighting: str | None,
+    bf16: bool,
+    workdir: Path | None,
+    resume: bool,
+    seed: int,
+    device: str,
+    overwrite: bool,
+) -> None:
+    """Train a DDPM prior and save it as safetensors + config.json."""
+    from geo_ppp.generation.digits import train_digits_prior
+    from geo_ppp.outputs import check_outputs
+
+    if (out / "config.json").exists() and not overwrite and not (resume and _unfinished_prior(out)):
+        raise click.ClickException(f"{out} already holds a prior; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    check_outputs([out / "model.safetensors"], overwrite=True)
+    unet = {"base_channels": base_channels} if base_channels else None
+    progress = not log.isEnabledFor(logging.DEBUG) and sys.stderr.isatty()
+    if dataset == "landcover":
+        from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
+
+        if not label_specs:
+            raise click.UsageError("--dataset landcover needs --labels PATH[,PATH...][@WEIGHT]")
+    common = {
+        "steps": steps, "seed": seed, "workdir": workdir, "resume": resume, "device": resolve_device(device),
+        "progress": progress, "unet": unet, "command": command_line(),
+    }
+    if dataset == "landcover":
+        sources = [LabelSource.parse(s, windows) for s in label_specs]
+        prior = train_landcover_prior(
+            out, sources, legend, batch_size=batch_size, schedule=schedule, prediction=prediction, crop=crop,
+            train_overrides={"loss_weighting": loss_weighting} if loss_weighting else None, bf16=bf16,
+            **common,
+        )
+    else:
+        prior = train_digits_prior(out, **common)
+    click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")
+
+
+def _unfinished_prior(folder: Path) -> bool:
+    """Whether ``folder`` holds a prior published at a checkpoint of a run that has not finished."""
+    import json
+
+    try:
+        meta = json.loads((folder / "config.json").read_text()).get("meta", {})
+        return int(meta["trained_steps"]) < int(meta["train"]["steps"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+@click.command("train-classifier")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--epochs", type=int, default=40, show_default=True)
+@seed_option
+@overwrite_option
+@handle_errors
+def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None:
+    """Train the digits classifier used by the class=K constraint."""
+    from geo_ppp.generation.digits import save_digit_classifier, train_digit_classifier
+    from geo_ppp.outputs import check_outputs
+
+    out.mkdir(parents=True, exist_ok=True)
+    check_outputs([out / "model.safetensors"], overwrite)
+    model, stats = train_digit_classifier(epochs=epochs, seed=seed)
+    save_digit_classifier(model, out, {**stats, "command": command_line(), "seed": seed, "epochs": epochs})
+    click.echo(f"wrote classifier to {out} (accuracy on the judge split {stats['judge_accuracy']:.3f})")

@@ -1,0 +1,258 @@
+"""The job value of a region: what a worker needs to run its tiles, what a run writes, and the settings.
+
+:class:`RegionJob` is small, frozen and picklable, so the Dask scheduler can ship it anywhere;
+:class:`RunSettings` carries every setting from the CLI (or a job spec) to the tiles in one frozen
+value; :func:`output_paths` and :func:`check_products_distinct` name and check every product of a
+run, and :func:`resolved_config` is what is saved beside the map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geo_ppp.errors import ConfigError
+from geo_ppp.geo.legend import Legend
+from geo_ppp.io.imagery import ImageSpec
+from geo_ppp.io.weak_labels import WeakSpec
+from geo_ppp.landcover.infer import InferConfig
+from geo_ppp.outputs import OutputError, check_distinct
+from geo_ppp.pipeline.tiling import Tile, TileGrid
+
+__all__ = [
+    "PRODUCT_LABELS",
+    "Progress",
+    "RegionJob",
+    "RegionResult",
+    "RunSettings",
+    "check_products_distinct",
+    "output_paths",
+    "resolved_config",
+]
+
+#: ``progress(done, total, tile, status)``, status one of ran / skipped / resumed
+Progress = Callable[[int, int, Tile, str], None]
+
+
+@dataclass(frozen=True)
+class RegionJob:
+    """Everything a worker needs to run tiles of one region: small, frozen, picklable.
+
+    Attributes:
+        image, weak: the imagery and weak-label sources.
+        legend: the target legend.
+        prior: prior name or folder (loaded once per process).
+        cooccurrence: matrix name or JSON path.
+        config: inference settings.
+        tiles: the tile grid over ``image.work``.
+        seed: the run's seed (each tile gets :func:`tile_seed` of it and its position).
+        batch_size: tiles per batch.
+        workdir: where tile results go.
+        device: ``cpu`` or ``cuda``.
+        aoi_wkt: the AOI polygon in the image CRS (WKT), or None.
+    """
+
+    image: ImageSpec
+    weak: WeakSpec
+    legend: Legend
+    prior: str
+    cooccurrence: str
+    config: InferConfig
+    tiles: TileGrid
+    seed: int
+    batch_size: int
+    workdir: str
+    device: str = "cpu"
+    aoi_wkt: str | None = None
+
+    def batches(self) -> list[list[Tile]]:
+        """The fixed batches: row-major tiles in groups of ``batch_size``."""
+        tiles = self.tiles.tiles
+        return [tiles[i : i + self.batch_size] for i in range(0, len(tiles), self.batch_size)]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines tile results (the work dir refuses tiles of another fingerprint)."""
+        return {
+            "image": self.image.to_dict(),
+            "weak": self.weak.to_dict(),
+            "legend": self.legend.to_dict(),
+            "prior": self.prior,
+            "cooccurrence": self.cooccurrence,
+            "infer": self.config.to_dict(),
+            "tiles": self.tiles.to_dict(),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "aoi": self.aoi_wkt,
+        }
+
+
+@dataclass
+class RegionResult:
+    """What :func:`segment` returns.
+
+    Attributes:
+        out: the written map.
+        outputs: every written file by kind (map, config, qml, probabilities, vector, quicklook).
+        grid: the output grid.
+        config: the resolved configuration (as saved beside the map).
+        stats: tile counts (total, ran, skipped, resumed) and seconds per stage.
+    """
+
+    out: Path
+    outputs: dict[str, Path]
+    grid: Any
+    config: dict[str, Any]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a region is segmented: every setting between the inputs and the outputs, in one frozen value.
+
+    The CLI flags of ``geo-ppp segment``, the keyword arguments of :func:`geo_ppp.pipeline.segment`
+    and the ``[settings]`` of a job spec all become one of these; :func:`geo_ppp.pipeline.plan` turns
+    it into a :class:`RegionJob`. See :func:`geo_ppp.pipeline.segment` for each field.
+    """
+
+    prior: str | None = None
+    cooccurrence: str | None = None
+    config: InferConfig | None = None
+    steps: int | None = None
+    preset: str = "tuned"
+    tile_size: int = 256
+    overlap: int = 32
+    batch_size: int = 8
+    seed: int = 0
+    bands: tuple[int, ...] | None = None
+    aoi: str | None = None
+    label_attribute: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("prior", "cooccurrence", "aoi"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(int(b) for b in self.bands) or None)
+        object.__setattr__(self, "device", str(self.device))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The settings' names."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> RunSettings:
+        """A copy with ``changes``; an unknown name is a :class:`~geo_ppp.errors.ConfigError`."""
+        unknown = sorted(set(changes) - set(self.field_names()))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; the settings are {sorted(self.field_names())}")
+        return dataclasses.replace(self, **changes)
+
+
+PRODUCT_LABELS = {
+    "map": "--out {}",
+    "config": "its configuration {}",
+    "qml": "its QGIS style {}",
+    "aux": "its GDAL sidecar {}",
+    "probabilities": "--probabilities {}",
+    "vector": "--vector {}",
+    "quicklook": "--quicklook {}",
+}
+
+
+PRODUCT_SUFFIXES = {
+    "map": (".tif", ".tiff"),
+    "probabilities": (".tif", ".tiff"),
+    "vector": (".gpkg",),
+    "quicklook": (".png",),
+}
+PRODUCT_FORMATS = {
+    "map": "a Cloud Optimized GeoTIFF",
+    "probabilities": "a Cloud Optimized GeoTIFF",
+    "vector": "a GeoPackage",
+    "quicklook": "a PNG",
+}
+
+
+def check_products_distinct(
+    paths: dict[str, Path], workdir: Path, removed: bool, prefix: str = ""
+) -> tuple[dict[str, Path], dict[str, Path], dict[str, Path]]:
+    """Every product of a run, labelled, checked against every other and the work dir.
+
+    Args:
+        paths: the products (:func:`output_paths`).
+        workdir: the work dir.
+        removed: the work dir is removed after the run (the default one); else only its
+            ``tiles/`` folder may be cleared and its ``manifest.json`` rewritten.
+        prefix: put before every label (a job's region name).
+
+    Returns:
+        The labelled files, folders and roots (a job checks them across its regions too).
+    """
+    for kind, suffixes in PRODUCT_SUFFIXES.items():
+        path = paths.get(kind)
+        if path is not None and path.suffix.lower() not in suffixes:
+            flag = PRODUCT_LABELS[kind].split()[0]
+            raise OutputError(
+                f"{prefix}{flag} {path}: this output is written as {PRODUCT_FORMATS[kind]}, so its name "
+                f"must end in {' or '.join(suffixes)} (e.g. {path.with_suffix(suffixes[0]).name})"
+            )
+    files = {prefix + PRODUCT_LABELS[k].format(p.name): p for k, p in paths.items()}
+    roots: dict[str, Path] = {}
+    if removed:
+        folders = {prefix + "the work dir": workdir}
+    else:
+        files[prefix + "the work dir's manifest"] = workdir / "manifest.json"
+        folders = {prefix + "the work dir's tiles": workdir / "tiles"}
+        roots = {prefix + "the work dir": workdir}
+    check_distinct(files, folders, roots)
+    return files, folders, roots
+
+
+def output_paths(
+    out: str | os.PathLike[str],
+    probabilities: str | os.PathLike[str] | None = None,
+    vector: str | os.PathLike[str] | None = None,
+    quicklook: str | os.PathLike[str] | None = None,
+) -> dict[str, Path]:
+    """Every file a run writes, by kind."""
+    out = Path(out)
+    paths = {
+        "map": out,
+        "config": out.with_name(out.name + ".json"),
+        "qml": out.with_suffix(".qml"),
+        "aux": out.with_name(out.name + ".aux.xml"),
+    }
+    for kind, p in (("probabilities", probabilities), ("vector", vector), ("quicklook", quicklook)):
+        if p is not None:
+            paths[kind] = Path(p)
+    return paths
+
+
+def resolved_config(job: RegionJob, paths: dict[str, Path], command: str) -> dict[str, Any]:
+    """The configuration saved beside the map."""
+    return {
+        "command": command,
+        "outputs": {k: str(v) for k, v in paths.items()},
+        "image": job.image.to_dict(),
+        "weak_labels": job.weak.to_dict(),
+        "legend": job.legend.to_dict(),
+        "prior": job.prior,
+        "cooccurrence": job.cooccurrence,
+        "infer": job.config.to_dict(),
+        "tiles": job.tiles.to_dict(),
+        "batch_size": job.batch_size,
+        "seed": job.seed,
+        "device": job.device,
+        "aoi_wkt": job.aoi_wkt,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
