@@ -27,7 +27,7 @@ __all__ = [
     "scheduler_option",
     "seed_option",
     "set_verbosity",
-    "tile_progress",
+    "progress_option",
     "verbosity_options",
 ]
 
@@ -124,31 +124,31 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def set_verbosity(verbose: int, quiet: bool) -> None:
-    """Per-command -v/-q (added to the group's): warnings only by default, -v per-tile info, -vv debug."""
+def set_verbosity(verbose: int, quiet: bool) -> bool:
+    """Per-command -v/-q (added to the group's): warnings only by default, -v per-tile info, -vv debug.
+
+    Returns:
+        Whether the run is quiet (``-q`` on the command or on the group).
+    """
     parent = click.get_current_context().find_root().params
     verbose += parent.get("verbose") or 0
     quiet = quiet or bool(parent.get("quiet"))
     level = logging.WARNING if quiet or not verbose else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.getLogger("geo_ppp").setLevel(level)
+    return quiet
 
 
-def tile_progress(total_hint: int, enabled: bool) -> Any:
-    """A tqdm bar driven by the pipeline's progress callback (tiles/s and ETA)."""
-    from tqdm import tqdm
+PROGRESS_MODES = ("bar", "jsonl", "none")
 
-    bar = tqdm(total=total_hint, unit="tile", disable=not enabled, dynamic_ncols=True, leave=True)
-    counts = {"ran": 0, "skipped": 0, "resumed": 0}
-
-    def progress(done: int, total: int, tile: Any, status: str) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        counts[status] += 1
-        bar.set_postfix(counts, refresh=False)
-        bar.update(1)
-
-    progress.close = bar.close  # type: ignore[attr-defined]
-    return progress
+progress_option = click.option(
+    "--progress",
+    "progress_mode",
+    type=click.Choice(PROGRESS_MODES),
+    default="bar",
+    show_default=True,
+    help="bar: a terminal progress bar (none with -q); jsonl: one JSON object per line on stderr "
+    "(the plan with the total tile count first, one line per tile, then the outputs); none.",
+)
 
 
 scheduler_option = click.option(

@@ -13,11 +13,11 @@ from geo_ppp.cli.options import (
     device_option,
     handle_errors,
     overwrite_option,
+    progress_option,
     resolve_device,
     scheduler_option,
     seed_option,
     set_verbosity,
-    tile_progress,
     verbosity_options,
 )
 
@@ -85,6 +85,7 @@ def _presets() -> tuple[str, ...]:
 @seed_option
 @device_option
 @overwrite_option
+@progress_option
 @verbosity_options
 @handle_errors
 def segment(
@@ -111,19 +112,21 @@ def segment(
     seed: int,
     device: str,
     overwrite: bool,
+    progress_mode: str,
     verbose: int,
     quiet: bool,
 ) -> None:
     """Infer a land-cover map of IMAGE (one or more files) from weak labels under the diffusion prior."""
+    from geo_ppp.cli.progress import observer_for
     from geo_ppp.pipeline import segment as run_segment
 
-    set_verbosity(verbose, quiet)
+    quiet = set_verbosity(verbose, quiet)
     try:
         band_list = tuple(int(b) for b in bands.split(",")) if bands else None
     except ValueError:
         msg = f"{bands!r} is not a list of band numbers like 1,2,3,4"
         raise click.BadParameter(msg, param_hint="--bands") from None
-    progress = tile_progress(0, not quiet)
+    progress = observer_for(progress_mode, quiet)
     try:
         result = run_segment(
             list(image),
@@ -171,6 +174,7 @@ def segment(
 @click.option("--check", is_flag=True, help="Only validate the spec and plan every region; run nothing.")
 @device_option
 @overwrite_option
+@progress_option
 @verbosity_options
 @handle_errors
 def run_job_command(
@@ -180,13 +184,15 @@ def run_job_command(
     check: bool,
     device: str,
     overwrite: bool,
+    progress_mode: str,
     verbose: int,
     quiet: bool,
 ) -> None:
     """Run a batch job (TOML spec of regions): every tile as a Dask task, each region mosaicked when done."""
+    from geo_ppp.cli.progress import observer_for
     from geo_ppp.pipeline.jobs import load_job, run_job
 
-    set_verbosity(verbose, quiet)
+    quiet = set_verbosity(verbose, quiet)
     spec = load_job(job)
     if check:
         from geo_ppp.pipeline.jobs import prepare_job_region
@@ -199,7 +205,7 @@ def run_job_command(
             click.echo(f"region {region.name}: {len(prep.job.tiles)} tiles -> {region.out}")
         click.echo(f"{spec.path}: {len(spec.regions)} region(s) valid")
         return
-    progress = tile_progress(0, not quiet)
+    progress = observer_for(progress_mode, quiet)
     try:
         run_job(
             spec, scheduler=scheduler, overwrite=overwrite or None, resume=resume,
@@ -227,13 +233,23 @@ def run_job_command(
 @seed_option
 @device_option
 @overwrite_option
+@progress_option
 @handle_errors
-def demo(out: Path, data: Path | None, steps: int | None, seed: int, device: str, overwrite: bool) -> None:
+def demo(
+    out: Path,
+    data: Path | None,
+    steps: int | None,
+    seed: int,
+    device: str,
+    overwrite: bool,
+    progress_mode: str,
+) -> None:
     """Segment the real sample tiles end to end with the shipped prior and score the map."""
+    from geo_ppp.cli.progress import observer_for
     from geo_ppp.demos.landcover import run_landcover_demo
 
-    set_verbosity(0, False)
-    progress = tile_progress(0, True)
+    quiet = set_verbosity(0, False)
+    progress = observer_for(progress_mode, quiet)
     try:
         report = run_landcover_demo(
             out, data=data, seed=seed, steps=steps, overwrite=overwrite,

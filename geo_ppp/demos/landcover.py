@@ -20,7 +20,7 @@ from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_labels_on_grid
 from geo_ppp.landcover.metrics import Scores, confusion
 from geo_ppp.pipeline import segment
-from geo_ppp.pipeline.job import Progress
+from geo_ppp.pipeline.job import Progress, RunObserver
 
 __all__ = ["run_landcover_demo", "score_against_truth"]
 
@@ -45,7 +45,7 @@ def run_landcover_demo(
     steps: int | None = None,
     overwrite: bool = False,
     device: str = "cpu",
-    progress: Progress | None = None,
+    progress: RunObserver | Progress | None = None,
     echo: Callable[[str], object] = print,
     command: str = "",
 ) -> str:

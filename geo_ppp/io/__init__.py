@@ -1,9 +1,16 @@
-"""The one package that opens files: rasters, vectors, styles and pictures.
+"""The one package that opens data files: imagery, weak labels, vectors, maps, styles, pictures.
 
-Everything else in geo_ppp takes arrays, tensors and small value objects (a :class:`Grid`, a
-window); only these modules call ``rasterio.open``, ``geopandas.read_file`` or write map products.
-The vector and picture helpers are imported on first use (geopandas and matplotlib are slow to
-import and most commands do not need them).
+Everything else in geo_ppp takes arrays, tensors and small values (a :class:`~geo_ppp.geo.Grid`, a
+:class:`~geo_ppp.geo.Legend`, a window); only these modules import rasterio's readers and writers,
+geopandas, pyogrio, matplotlib or torchgeo's datasets (``tests/test_layering.py`` checks it). The
+small JSON configurations are read by their own loaders (``load_legend``, ``load_cooccurrence``,
+``load_prior``) and the pipeline's work dir by its tile store.
+
+Modules: ``rasters`` (checked reads, the COG writer), ``imagery`` (regions of many files on one
+working grid), ``scan`` (damage found at plan time), ``weak_labels``, ``vectors`` (vector labels,
+AOIs), ``polygons`` (class polygons written), ``styles`` (QGIS ``.qml``, GDAL category names),
+``quicklook``, ``pictures`` (PNGs, sample grids) and ``label_windows`` (label windows for the prior).
+The vector and picture helpers are imported on first use (geopandas and matplotlib are slow to import).
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ __all__ = [
     "Progress",
     "RegionJob",
     "RegionResult",
+    "RunObserver",
     "RunSettings",
+    "as_observer",
     "check_products_distinct",
     "output_paths",
     "resolved_config",
@@ -39,6 +41,44 @@ __all__ = [
 
 #: ``progress(done, total, tile, status)``, status one of ran / skipped / resumed
 Progress = Callable[[int, int, Tile, str], None]
+
+
+class RunObserver:
+    """What a run reports, in order: each region planned, each tile done, each region published.
+
+    ``progress=`` of :func:`geo_ppp.pipeline.segment` and :func:`geo_ppp.pipeline.jobs.run_job` takes
+    one of these (override what you need) or a plain :data:`Progress` callable (tiles only). Every
+    region is planned, with its tile count, before the first tile runs.
+    """
+
+    def planned(self, job: RegionJob, name: str | None = None) -> None:
+        """A region was checked and planned (``name``: its name in a batch job)."""
+
+    def tile(self, done: int, total: int, tile: Tile, status: str) -> None:
+        """A tile finished: ``done`` of ``total`` (over every region), ``ran``/``skipped``/``resumed``."""
+
+    def published(self, result: RegionResult, name: str | None = None) -> None:
+        """A region's map and products were written."""
+
+    def close(self) -> None:
+        """The run ended, done or not (called by whoever made the observer, not by the pipeline)."""
+
+
+class _TileCallback(RunObserver):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def tile(self, done: int, total: int, tile: Tile, status: str) -> None:
+        self.progress(done, total, tile, status)
+
+
+def as_observer(progress: RunObserver | Progress | None) -> RunObserver:
+    """A :class:`RunObserver` for ``progress`` (a callable gets the tile events; None gets nothing)."""
+    if isinstance(progress, RunObserver):
+        return progress
+    if progress is None:
+        return RunObserver()
+    return _TileCallback(progress)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,15 @@ import numpy as np
 
 from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.outputs import OutputError, check_distinct
-from geo_ppp.pipeline.job import Progress, RegionResult, RunSettings, check_products_distinct, output_paths
+from geo_ppp.pipeline.job import (
+    Progress,
+    RegionResult,
+    RunObserver,
+    RunSettings,
+    as_observer,
+    check_products_distinct,
+    output_paths,
+)
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
 from geo_ppp.pipeline.run import finish_region
 from geo_ppp.pipeline.worker import run_serial
@@ -329,7 +337,7 @@ def run_job(
     overwrite: bool | None = None,
     resume: bool | None = None,
     device: str | None = None,
-    progress: Progress | None = None,
+    progress: RunObserver | Progress | None = None,
     infer: Callable[..., np.ndarray] | None = None,
     echo: Callable[[str], object] = print,
 ) -> list[RegionResult]:
@@ -341,7 +349,8 @@ def run_job(
         overwrite: overrides the spec's ``overwrite``.
         resume: overrides the spec's ``resume``.
         device: ``cpu`` or ``cuda`` for every region (default: the spec's, else cpu).
-        progress: called once per tile over all regions.
+        progress: a :class:`~geo_ppp.pipeline.job.RunObserver` (every region planned before any tile
+            runs, every tile over all regions, every region published), or a callable per tile.
         infer: replaces the land-cover inference (tests).
         echo: where region summaries go.
     """
@@ -361,7 +370,10 @@ def run_job(
     try:
         for r in spec.regions:
             preps.append(prepare_job_region(spec, r, overwrite, resume, device, setup=False))
-        return _run_prepared(spec, preps, runner, progress, infer, echo)
+        observer = as_observer(progress)
+        for prep, region in zip(preps, spec.regions, strict=True):
+            observer.planned(prep.job, region.name)
+        return _run_prepared(spec, preps, runner, observer, infer, echo)
     finally:
         for prep in preps:
             prep.release()  # the locks on every region's outputs and work dir
@@ -373,7 +385,7 @@ def _run_prepared(
     spec: JobSpec,
     preps: list[PreparedRegion],
     runner: Any,
-    progress: Progress | None,
+    observer: RunObserver,
     infer: Callable[..., np.ndarray] | None,
     echo: Callable[[str], object],
 ) -> list[RegionResult]:
@@ -382,23 +394,24 @@ def _run_prepared(
     total = sum(len(p.job.tiles) for p in preps)
     done = [0]
 
-    def tick(region_progress: Progress | None) -> Progress:
-        def inner(_done: int, _total: int, tile: Any, status: str) -> None:
-            done[0] += 1
-            if region_progress is not None:
-                region_progress(done[0], total, tile, status)
+    def step(_done: int, _total: int, tile: Any, status: str) -> None:
+        done[0] += 1
+        observer.tile(done[0], total, tile, status)
 
-        return inner
+    def publish(i: int, report: dict[str, str], timings: dict[str, float], started: float) -> None:
+        result = finish_region(preps[i], report, timings, started)
+        results.append(result)
+        observer.published(result, spec.regions[i].name)
+        echo(_summary(spec.regions[i], result))
 
     if runner is None:
         for prep in preps:
             prep.setup()
-        for prep, region in zip(preps, spec.regions, strict=True):
+        for i, prep in enumerate(preps):
             started = time.perf_counter()
             timings: dict[str, float] = {}
-            report = run_serial(prep.job, prep.job.batches(), tick(progress), timings, infer=infer)
-            results.append(finish_region(prep, report, timings, started))
-            echo(_summary(region, results[-1]))
+            report = run_serial(prep.job, prep.job.batches(), step, timings, infer=infer)
+            publish(i, report, timings, started)
         return results
 
     # the runner is closed by run_job
@@ -422,8 +435,6 @@ def _run_prepared(
         batches += region_batches
     reports: list[dict[str, str]] = [{} for _ in preps]
     timings_all: list[dict[str, float]] = [{} for _ in preps]
-    step = tick(progress)
-
     def on_tile(future: Any, tile: Any, status: str) -> None:
         reports[region_of[future.key]][tile.key] = status
         step(0, 0, tile, status)
@@ -432,9 +443,7 @@ def _run_prepared(
         i = region_of[future.key]
         pending[i] -= 1
         if pending[i] == 0:
-            result = finish_region(preps[i], reports[i], timings_all[i], started)
-            results.append(result)
-            echo(_summary(spec.regions[i], result))
+            publish(i, reports[i], timings_all[i], started)
 
     runner.collect(futures, batches, on_tile, lambda f: timings_all[region_of[f.key]], on_batch_done)
     return results

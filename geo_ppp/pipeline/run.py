@@ -32,7 +32,15 @@ from geo_ppp.errors import InputError, OutputExistsError
 from geo_ppp.geo.legend import Legend
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.landcover.infer import InferConfig
-from geo_ppp.pipeline.job import Progress, RegionJob, RegionResult, RunSettings, resolved_config
+from geo_ppp.pipeline.job import (
+    Progress,
+    RegionJob,
+    RegionResult,
+    RunObserver,
+    RunSettings,
+    as_observer,
+    resolved_config,
+)
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
 from geo_ppp.pipeline.publish import publish
 from geo_ppp.pipeline.store import TileStore
@@ -69,7 +77,7 @@ def segment(
     resume: bool = True,
     overwrite: bool = False,
     device: str = "cpu",
-    progress: Progress | None = None,
+    progress: RunObserver | Progress | None = None,
     scheduler: str | None = None,
     runner: Callable[[RegionJob, list[list[Tile]], Progress | None, dict[str, float]], dict[str, str]]
     | None = None,
@@ -102,7 +110,8 @@ def segment(
         resume: reuse finished tiles of the same run found in the work dir.
         overwrite: replace existing outputs.
         device: ``cpu`` or ``cuda``.
-        progress: called after every tile.
+        progress: a :class:`~geo_ppp.pipeline.job.RunObserver` (the region planned, with its tile
+            count, before any tile runs; every tile; the outputs), or a callable called after every tile.
         scheduler: run the tiles on Dask: ``local``, ``local:N`` or a scheduler address (default: in
             this process).
         runner: runs the batches (default: in this process, in order, or on ``scheduler``).
@@ -114,6 +123,7 @@ def segment(
         OutputExistsError: an output exists and ``overwrite`` is false.
     """
     started = time.perf_counter()
+    observer = as_observer(progress)
     settings = RunSettings(
         prior=prior, cooccurrence=cooccurrence, config=config, steps=steps, preset=preset,
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, seed=seed, bands=bands, aoi=aoi,
@@ -139,20 +149,23 @@ def segment(
                 command=command, before_workdir=connect if runner is None and scheduler is not None else None,
             )
             job = prep.job
+            observer.planned(job)
             timings: dict[str, float] = {}
             batches = job.batches()
             t0 = time.perf_counter()
             if dask_runner is not None:
-                report = dask_runner(job, batches, progress, timings)
+                report = dask_runner(job, batches, observer.tile, timings)
             elif runner is None:
-                report = run_serial(job, batches, progress, timings, infer=infer)
+                report = run_serial(job, batches, observer.tile, timings, infer=infer)
             else:
-                report = runner(job, batches, progress, timings)
+                report = runner(job, batches, observer.tile, timings)
             timings["tiles_wall"] = time.perf_counter() - t0
         finally:
             if dask_runner is not None:
                 dask_runner.close()
-        return finish_region(prep, report, timings, started)
+        result = finish_region(prep, report, timings, started)
+        observer.published(result)
+        return result
     finally:
         if prep is not None:
             prep.release()  # the locks on the outputs and the work dir

@@ -1,0 +1,102 @@
+"""What a run shows while it works: the terminal bar, or JSON lines for programs (``--progress``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from geo_ppp.pipeline.job import RegionJob, RegionResult, RunObserver
+from geo_ppp.pipeline.tiling import Tile
+
+__all__ = ["JsonLines", "TileBar", "observer_for"]
+
+
+class TileBar(RunObserver):
+    """The terminal progress bar of a run: made once the regions are planned, with their total.
+
+    Nothing is printed before the first region is planned, so the bar starts with the right total
+    and measures the tiles' rate only.
+    """
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.total = 0
+        self.counts = {"ran": 0, "skipped": 0, "resumed": 0}
+
+    def planned(self, job: RegionJob, name: str | None = None) -> None:
+        """Add a region's tiles to the total (the bar appears with the first region)."""
+        from tqdm import tqdm
+
+        self.total += len(job.tiles)
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, unit="tile", dynamic_ncols=True, leave=True)
+        else:
+            self.bar.total = self.total
+            self.bar.refresh()
+
+    def tile(self, done: int, total: int, tile: Tile, status: str) -> None:
+        """One tile done."""
+        if self.bar is None:
+            return
+        self.counts[status] += 1
+        self.bar.set_postfix(self.counts, refresh=False)
+        self.bar.update(1)
+
+    def published(self, result: RegionResult, name: str | None = None) -> None:
+        """A region's outputs are written (the bar keeps going over the other regions)."""
+
+    def close(self) -> None:
+        """Close the bar (once)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class JsonLines(RunObserver):
+    """``--progress jsonl``: one JSON object per line on stderr, for programs (the QGIS plugin).
+
+    Lines, in order: ``{"event": "plan", "region", "tiles", "total", "workdir"}`` for every region
+    before any tile runs (``total``: the tiles of every region planned so far); ``{"event": "tile",
+    "done", "total", "tile", "status"}`` per tile; ``{"event": "outputs", "region", "outputs",
+    "stats"}`` per region published. Errors stay one plain ``Error: ...`` line.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.total = 0
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.flush()
+
+    def planned(self, job: RegionJob, name: str | None = None) -> None:
+        """A region planned."""
+        self.total += len(job.tiles)
+        self._write(
+            {
+                "event": "plan",
+                "region": name,
+                "tiles": len(job.tiles),
+                "total": self.total,
+                "workdir": job.workdir,
+            }
+        )
+
+    def tile(self, done: int, total: int, tile: Tile, status: str) -> None:
+        """A tile done."""
+        self._write({"event": "tile", "done": done, "total": total, "tile": tile.key, "status": status})
+
+    def published(self, result: RegionResult, name: str | None = None) -> None:
+        """A region's outputs."""
+        outputs = {k: str(v) for k, v in result.outputs.items()}
+        self._write({"event": "outputs", "region": name, "outputs": outputs, "stats": result.stats})
+
+
+def observer_for(mode: str, quiet: bool) -> RunObserver:
+    """The observer of a run for ``--progress MODE`` (``bar`` under ``-q`` shows nothing)."""
+    if mode == "jsonl":
+        return JsonLines()
+    if mode == "bar" and not quiet:
+        return TileBar()
+    return RunObserver()
