@@ -17,6 +17,8 @@ import click
 
 from geo_ppp.errors import GeoPPPError
 
+log = logging.getLogger("geo_ppp")
+
 __all__ = [
     "RegistryChoice",
     "command_line",
@@ -59,14 +61,34 @@ class RegistryChoice(click.Choice):
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a geo_ppp error into a one-line message and exit status 1 (no traceback)."""
+    """Turn any error into a one-line message and exit status 1: no traceback reaches a user.
+
+    geo_ppp's own errors carry their fix. An operating-system error (a full disk, a folder without
+    write permission, a vanished file) is reported as such; outputs are written atomically, so none
+    is left half-written. Anything else is a bug: the message says so, and ``-vv`` logs the traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
         except GeoPPPError as err:
             raise click.ClickException(str(err)) from err
+        except OSError as err:
+            log.debug("operating-system error", exc_info=True)
+            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+            raise click.ClickException(
+                f"{err.strerror or err}{where}; no output was left half-written: free space or fix the "
+                "permissions, then rerun (a segment run resumes its finished tiles)"
+            ) from err
+        except Exception as err:
+            log.debug("unexpected error", exc_info=True)
+            raise click.ClickException(
+                f"unexpected {type(err).__name__}: {err}. This is a bug in geo_ppp; rerun with -vv to see "
+                "the traceback and report it"
+            ) from err
 
     return wrapper
 

@@ -1,7 +1,8 @@
 """Polygonised maps: a class map written as dissolved, simplified class polygons (GeoPackage).
 
 :func:`write_polygons` polygonises the map block by block (memory bounded by the block), dissolves
-the pieces along the block seams exactly (a polygon coverage) and writes one layer atomically.
+the pieces along the block seams exactly, simplifies all classes as one coverage (shared borders stay
+shared) and writes one layer atomically, with its QGIS style inside the GeoPackage.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import logging
 import math
 import os
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
+import pyogrio
 import shapely
 from affine import Affine
 from rasterio.features import shapes
@@ -25,8 +29,9 @@ from geo_ppp.core.atomic import atomic_path
 from geo_ppp.errors import InputError
 from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.io.rasters import open_raster
+from geo_ppp.io.styles import polygon_qml
 
-__all__ = ["write_polygons"]
+__all__ = ["LAYER", "write_polygons"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +97,33 @@ def _valid_polygonal(geom: BaseGeometry) -> BaseGeometry:
     return shapely.union_all(parts[np.isin(shapely.get_type_id(parts), (3, 6))])
 
 
+#: the polygons' layer in the GeoPackage
+LAYER = "landcover"
+
+
+def _embed_style(gpkg: Path, legend: Legend) -> None:
+    """Store the categorised style as the layer's default in the GeoPackage's ``layer_styles`` table.
+
+    QGIS loads a GeoPackage layer's default style from this table before any ``.qml`` beside the file
+    (the raster map's ``landcover.qml`` would otherwise style ``landcover.gpkg`` too).
+    """
+    record = {
+        "f_table_catalog": [""],
+        "f_table_schema": [""],
+        "f_table_name": [LAYER],
+        "f_geometry_column": ["geom"],
+        "styleName": [LAYER],
+        "styleQML": [polygon_qml(legend)],
+        "styleSLD": [""],
+        "useAsDefault": [True],
+        "description": [f"geo_ppp land cover ({legend.name})"],
+        "owner": [""],
+        "ui": [""],
+        "update_time": [datetime.now(UTC)],
+    }
+    pyogrio.write_dataframe(pd.DataFrame(record), gpkg, layer="layer_styles", driver="GPKG")
+
+
 def write_polygons(
     out_path: str | os.PathLike[str],
     class_map_path: str | os.PathLike[str],
@@ -108,10 +140,10 @@ def write_polygons(
     Polygonising happens in pixel coordinates, where block edges are exact integers: only the
     polygons that reach an inner block edge are dissolved (coverage union of their outlines, see
     :func:`_dissolve_pieces`), which removes every seam exactly, so any ``block`` gives the same
-    geometry. Each part is then moved to the map's CRS and simplified with ``preserve_topology=True``
-    (part by part: GEOS's cost grows faster than linearly with the holes of one geometry). Classes
-    are simplified independently, so neighbouring classes may overlap or leave slivers up to the
-    tolerance along their shared borders.
+    geometry. The parts are moved to the map's CRS and all parts of all classes are simplified
+    together as one polygon coverage (``shapely.coverage_simplify``), so neighbouring classes keep
+    exactly shared borders: no overlap and no gap between them. The GeoPackage is version 1.2 (QGIS
+    3.22's GDAL opens it without a warning) and carries its categorised style in ``layer_styles``.
 
     Args:
         out_path: the GeoPackage to write (layer ``"landcover"``); replaced atomically if it exists.
@@ -184,18 +216,29 @@ def write_polygons(
     def to_world(xy: np.ndarray) -> np.ndarray:
         return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
 
+    parts: list[shapely.Polygon] = []
+    part_codes: list[int] = []
+    for code in present_codes:
+        mine = inner.pop(code, [])
+        if code in seam:
+            mine.extend(_dissolve_pieces(seam.pop(code)))
+        parts += mine
+        part_codes += [code] * len(mine)
+    pieces = _as_array(parts)
+    if tolerance > 0:
+        # the parts of all classes form a coverage; with a vertex at every pixel corner, the edges two
+        # neighbours share match vertex for vertex, and simplifying them as one coverage moves each
+        # shared edge once, for both sides: neighbours keep exact common borders (no overlap, no gap)
+        pieces = shapely.coverage_simplify(
+            shapely.transform(shapely.segmentize(pieces, 1.0), to_world), tolerance
+        )
+    else:
+        pieces = shapely.transform(pieces, to_world)
+    codes_of = np.asarray(part_codes)
     geoms = []
     for code in present_codes:
-        parts = inner.pop(code, [])
-        if code in seam:
-            parts.extend(_dissolve_pieces(seam.pop(code)))
-        world = shapely.transform(_as_array(parts), to_world)
-        if tolerance > 0:
-            # part by part: parts of one class meet at most at corner points, and the cost of a
-            # topology-preserving simplification grows faster than linearly with the geometry's size
-            world = shapely.simplify(world, tolerance, preserve_topology=True)
-        merged = shapely.multipolygons(world)
-        if tolerance > 0 and not merged.is_valid:  # simplified parts that met at a corner may overlap
+        merged = shapely.multipolygons(pieces[codes_of == code])
+        if not merged.is_valid:  # parts of one class that meet at a corner point
             merged = _valid_polygonal(merged)
         geoms.append(merged)
     names = [legend.names[legend.codes.index(c)] for c in present_codes]
@@ -206,5 +249,10 @@ def write_polygons(
     )
     with atomic_path(out_path) as tmp:
         tmp.unlink()  # GDAL creates the GeoPackage itself
-        frame.to_file(tmp, layer="landcover", driver="GPKG", engine="pyogrio", promote_to_multi=True)
+        # GeoPackage 1.2: GDAL >= 3.6 writes 1.4 by default, which QGIS 3.22's GDAL warns about
+        frame.to_file(
+            tmp, layer=LAYER, driver="GPKG", engine="pyogrio", promote_to_multi=True,
+            dataset_options={"VERSION": "1.2"},
+        )  # fmt: skip
+        _embed_style(tmp, legend)
     return out_path

@@ -27,6 +27,7 @@ from geo_ppp.geo.legend import Legend
 
 __all__ = [
     "RasterWriter",
+    "class_bits",
     "gdal_env",
     "read_class_raster",
     "read_decimated",
@@ -194,12 +195,23 @@ def write_class_map(
 ) -> Path:
     """Write uint8 legend codes as a tiled, DEFLATE GeoTIFF with nodata, colour table and class names.
 
-    The file is written under a temporary name and renamed, so a crash never leaves half a map.
+    The file is written under a temporary name and renamed, so a crash never leaves half a map. It
+    holds :func:`class_bits` bits per pixel.
+
+    Raises:
+        InputError: a map of another shape than the grid, or codes the legend does not have.
     """
     path = Path(path)
-    codes = np.asarray(codes, dtype=np.uint8)
+    codes = np.asarray(codes)
     if codes.shape != (grid.height, grid.width):
         raise InputError(f"map {codes.shape} does not match the grid {(grid.height, grid.width)}")
+    unknown = sorted(set(np.unique(codes).tolist()) - {*legend.codes, legend.nodata})
+    if unknown:
+        raise InputError(
+            f"map codes {unknown} are not in legend {legend.name!r} (codes {list(legend.codes)}, "
+            f"nodata {legend.nodata}); map class indices to codes with Legend.to_codes first"
+        )
+    codes = codes.astype(np.uint8)
     profile = {
         "driver": "GTiff",
         "width": grid.width,
@@ -214,6 +226,8 @@ def write_class_map(
         "blockxsize": 256,
         "blockysize": 256,
     }
+    if class_bits(legend) < 8:
+        profile["nbits"] = class_bits(legend)
     colormap = _palette(legend)
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", **profile) as dst:
@@ -228,9 +242,19 @@ def write_class_map(
     return path
 
 
+def class_bits(legend: Legend) -> int:
+    """The fewest bits per pixel that hold every code of ``legend`` (its nodata included), at most 8.
+
+    A class map is written with this many bits (GDAL's ``NBITS``): a TIFF colour table has one
+    entry per possible value, and QGIS lists every entry, so 3 bits leave the 4 Chesapeake classes
+    and nodata with 3 unused (transparent) entries instead of 251.
+    """
+    return max(1, min(8, int(max(*legend.codes, legend.nodata)).bit_length()))
+
+
 def _palette(legend: Legend) -> dict[int, tuple[int, int, int, int]]:
-    # only up to the largest code: QGIS lists every colour-table entry in its legend
-    colormap = {i: (0, 0, 0, 0) for i in range(max(*legend.codes, legend.nodata) + 1)}
+    # one entry per value the map's bits hold, unused ones transparent
+    colormap = {i: (0, 0, 0, 0) for i in range(2 ** class_bits(legend))}
     for code, rgb in zip(legend.codes, legend.colors, strict=True):
         colormap[code] = (*rgb, 255)
     return colormap
@@ -317,10 +341,14 @@ class RasterWriter:
     def commit(self) -> Path:
         """Convert to a COG with overviews and rename it onto the output."""
         self._ds.close()
+        extra = {}
+        if self.legend is not None and class_bits(self.legend) < 8:
+            extra["nbits"] = class_bits(self.legend)
         with atomic_path(self.path) as tmp:
             rio_copy(
                 self._scratch,
                 tmp,
+                **extra,
                 driver="COG",
                 compress="DEFLATE",
                 overview_resampling=self.overview_resampling.upper(),

@@ -23,7 +23,7 @@ from geo_ppp.errors import InputError
 from geo_ppp.geo.legend import Legend
 from geo_ppp.outputs import check_outputs
 
-__all__ = ["aux_xml_path", "qml_path", "write_category_names", "write_qml"]
+__all__ = ["aux_xml_path", "polygon_qml", "qml_path", "write_category_names", "write_qml"]
 
 # The version string QGIS writes into the styles it saves; QGIS 3.x reads styles of any 3.x version.
 _QGIS_VERSION = "3.22.16-Białowieża"
@@ -134,6 +134,44 @@ def _qml_tree(legend: Legend, band: int, nodata: int) -> ET.Element:
     return root
 
 
+def polygon_qml(legend: Legend, attribute: str = "code") -> str:
+    """A QGIS style (QML text) for class polygons: categorised on ``attribute`` in the legend's colours.
+
+    Stored in a GeoPackage's ``layer_styles`` table (see :func:`geo_ppp.io.polygons.write_polygons`),
+    it is the layer's default style in QGIS, whatever ``.qml`` lies beside the file.
+    """
+    root = ET.Element("qgis", {"version": _QGIS_VERSION, "styleCategories": "Symbology"})
+    renderer = _sub(
+        root,
+        "renderer-v2",
+        type="categorizedSymbol",
+        attr=attribute,
+        symbollevels="0",
+        enableorderby="0",
+        forceraster="0",
+    )
+    categories = _sub(renderer, "categories")
+    symbols = _sub(renderer, "symbols")
+    for i, (code, name, rgb) in enumerate(zip(legend.codes, legend.names, legend.colors, strict=True)):
+        _sub(categories, "category", value=str(code), label=name, symbol=str(i), render="true")
+        symbol = _sub(
+            symbols, "symbol", type="fill", name=str(i), alpha="1", clip_to_extent="1", force_rhr="0"
+        )
+        layer = _sub(symbol, "layer", **{"class": "SimpleFill", "enabled": "1", "pass": "0", "locked": "0"})
+        for key, value in (
+            ("color", "{},{},{},255".format(*rgb)),
+            ("style", "solid"),
+            ("outline_style", "no"),
+            ("outline_color", "0,0,0,0"),
+            ("outline_width", "0"),
+            ("joinstyle", "miter"),
+        ):
+            _sub(layer, "prop", k=key, v=value)
+    ET.indent(root, space="  ")
+    doctype = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+    return doctype + "\n" + ET.tostring(root, encoding="unicode")
+
+
 def _check_folder(path: Path) -> None:
     # the sidecars are replaced like the map itself; only the folder must exist and be writable
     check_outputs([path], overwrite=True)
@@ -184,12 +222,34 @@ def _category_names(legend: Legend) -> list[str]:
     return names
 
 
-def write_category_names(tif_path: str | os.PathLike[str], legend: Legend) -> Path:
-    """Write GDAL category names of band 1 into the raster's PAM sidecar ``OUT.tif.aux.xml``.
+def _attribute_table(legend: Legend) -> ET.Element:
+    """A thematic GDAL raster attribute table: value, class name and colour of each class.
 
-    Entry ``i`` names code ``i``, from 0 to the largest class code; codes that are not classes (the
-    nodata code among them) get an empty name. An existing sidecar is merged: everything in it is
-    kept except band 1's old category names.
+    QGIS >= 3.30 builds a class map's legend from it (only the classes, by name and colour).
+    """
+    rat = ET.Element("GDALRasterAttributeTable", tableType="thematic")
+    # GDAL field types: 0 integer, 2 string; usages: 5 min-max (the value), 2 name, 6-9 red..alpha
+    fields = [("Value", "0", "5"), ("Class_Name", "2", "2"), ("Red", "0", "6"), ("Green", "0", "7"),
+              ("Blue", "0", "8"), ("Alpha", "0", "9")]  # fmt: skip
+    for i, (name, kind, usage) in enumerate(fields):
+        defn = _sub(rat, "FieldDefn", index=str(i))
+        _sub(defn, "Name", name)
+        _sub(defn, "Type", kind)
+        _sub(defn, "Usage", usage)
+    for i, (code, name, rgb) in enumerate(zip(legend.codes, legend.names, legend.colors, strict=True)):
+        row = _sub(rat, "Row", index=str(i))
+        for value in (code, name, *rgb, 255):
+            _sub(row, "F", str(value))
+    return rat
+
+
+def write_category_names(tif_path: str | os.PathLike[str], legend: Legend) -> Path:
+    """Write GDAL category names and a raster attribute table of band 1 into ``OUT.tif.aux.xml``.
+
+    Entry ``i`` of the category names names code ``i``, from 0 to the largest class code; codes that
+    are not classes (the nodata code among them) get an empty name. The attribute table lists the
+    classes only (value, name, colour). An existing sidecar is merged: everything in it is kept except
+    band 1's old category names and attribute table.
 
     Args:
         tif_path: the class map (need not exist yet; the sidecar is named after it).
@@ -226,6 +286,9 @@ def write_category_names(tif_path: str | os.PathLike[str], legend: Legend) -> Pa
     for name in _category_names(legend):
         _sub(categories, "Category", name)
     band.insert(0, categories)
+    for old in band.findall("GDALRasterAttributeTable"):
+        band.remove(old)
+    band.append(_attribute_table(legend))
     ET.indent(root, space="  ")
     with atomic_path(path) as tmp:
         tmp.write_text(ET.tostring(root, encoding="unicode") + "\n", encoding="utf-8")

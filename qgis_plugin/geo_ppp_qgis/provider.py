@@ -1,0 +1,60 @@
+"""The "geo_ppp" Processing provider (id ``geoppp``) and its setting: the geo-ppp executable."""
+
+from qgis.core import QgsProcessingProvider
+
+from .algorithms import EvaluateAlgorithm, SegmentAlgorithm
+
+#: the Processing setting naming the executable (Settings > Options > Processing > Providers > geo_ppp)
+EXE_SETTING = "GEO_PPP_EXECUTABLE"
+
+
+def executable_setting():
+    """The executable set in the Processing options, or None."""
+    try:
+        from processing.core.ProcessingConfig import ProcessingConfig
+    except ImportError:  # Processing not loaded
+        return None
+    return ProcessingConfig.getSetting(EXE_SETTING) or None
+
+
+class GeoPPPProvider(QgsProcessingProvider):
+    """geo_ppp's algorithms: segment and evaluate."""
+
+    def id(self):  # noqa: D102
+        return "geoppp"
+
+    def name(self):  # noqa: D102
+        return "geo_ppp"
+
+    def longName(self):  # noqa: D102, N802
+        return "geo_ppp: land cover from weak labels with a diffusion prior"
+
+    def load(self):  # noqa: D102
+        try:
+            from processing.core.ProcessingConfig import ProcessingConfig, Setting
+        except ImportError:
+            return super().load()
+        ProcessingConfig.addSetting(
+            Setting(
+                self.name(),
+                EXE_SETTING,
+                "geo-ppp executable (default: $GEO_PPP_EXE, else geo-ppp on PATH)",
+                "",
+                valuetype=Setting.FILE,
+            )
+        )
+        ProcessingConfig.readSettings()
+        return super().load()
+
+    def unload(self):  # noqa: D102
+        try:
+            from processing.core.ProcessingConfig import ProcessingConfig
+
+            ProcessingConfig.removeSetting(EXE_SETTING)
+        except ImportError:
+            pass
+        super().unload()
+
+    def loadAlgorithms(self):  # noqa: D102, N802
+        self.addAlgorithm(SegmentAlgorithm())
+        self.addAlgorithm(EvaluateAlgorithm())
