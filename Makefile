@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow test-gpu bench lint
+.PHONY: setup demo test test-slow test-gpu bench lint qgis-deps qgis-plugin test-qgis
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,14 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check geo_ppp tests benchmarks
+
+# Debian's QGIS for the QGIS tests (as root or with sudo); CI runs the same script
+qgis-deps:
+	bash .ci/install-qgis
+
+# the installable QGIS plugin: dist/geo_ppp_qgis.zip
+qgis-plugin: setup
+	$(BIN)/python qgis_plugin/build.py --out dist/geo_ppp_qgis.zip
+
+test-qgis: setup
+	$(BIN)/python -m pytest -q -m qgis -rs

@@ -5,7 +5,8 @@ Run from the repository root:  python sample_tiles/build.py [--source DIR]
 Each patch .npz holds NAIP (4, 256, 256) uint8, Chesapeake 1 m land cover and NLCD resampled to
 1 m, pixel-aligned, with NO georeferencing. We write them the way users hold such data:
 
-- ``naip/patchN.tif``: NAIP R, G, B, NIR uint8 at 1 m in EPSG:26917 (UTM 17N).
+- ``naip/patchN.tif``: NAIP R, G, B, NIR uint8 at 1 m in EPSG:26917 (UTM 17N), colour
+  interpretation red, green, blue, undefined (NIR is data, not an alpha band: QGIS draws it as RGB).
 - ``nlcd/patchN.tif``: NLCD class codes at 30 m in EPSG:5070 (CONUS Albers, the NLCD product's own
   CRS and grid alignment), nodata 0: the 1 m NLCD is reprojected with mode resampling onto the
   30 m NLCD grid, so its 30 m blocks come back as single cells.
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import from_origin
 from rasterio.warp import reproject, transform, transform_bounds
 
@@ -62,8 +63,13 @@ def _write(path: Path, data: np.ndarray, crs: CRS, tf, nodata: int | None, descr
         blockxsize=128,
         blockysize=128,
     )
+    if descriptions[:3] == ["red", "green", "blue"]:
+        profile["photometric"] = "RGB"
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
+        if descriptions[:3] == ["red", "green", "blue"]:
+            rest = [ColorInterp.undefined] * (data.shape[0] - 3)
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, *rest]
         for i, d in enumerate(descriptions, 1):
             dst.set_band_description(i, d)
         dst.update_tags(

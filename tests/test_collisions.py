@@ -12,9 +12,7 @@ from click.testing import CliRunner
 from geo_ppp.cli import main
 from geo_ppp.errors import GeoPPPError
 from geo_ppp.outputs import OutputError, check_distinct
-
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
-IMAGE, WEAK = TILES / "naip" / "patch0.tif", TILES / "nlcd" / "patch0.tif"
+from tests.conftest import NAIP, NLCD
 
 
 def _snapshot(folder: Path) -> dict[Path, str]:
@@ -41,7 +39,7 @@ def test_colliding_outputs_are_refused_and_nothing_changes(tmp_path: Path, monke
     (tmp_path / "a.tif").write_bytes(b"an older map the user keeps")
     (tmp_path / "sub").mkdir()
     before = _snapshot(tmp_path)
-    res = CliRunner().invoke(main, ["segment", str(IMAGE), "--weak-labels", str(WEAK), "--overwrite", *args])
+    res = CliRunner().invoke(main, ["segment", str(NAIP), "--weak-labels", str(NLCD), "--overwrite", *args])
     assert res.exit_code == 1, res.output
     assert message in res.output
     assert "Traceback" not in res.output
@@ -64,15 +62,15 @@ def _job(tmp_path: Path, region_b: str) -> Path:
 
         [[region]]
         name = "a"
-        image = "{IMAGE}"
-        weak_labels = "{WEAK}"
+        image = "{NAIP}"
+        weak_labels = "{NLCD}"
         out = "out/a.tif"
         probabilities = "out/a_p.tif"
 
         [[region]]
         name = "b"
-        image = "{IMAGE}"
-        weak_labels = "{WEAK}"
+        image = "{NAIP}"
+        weak_labels = "{NLCD}"
         {region_b}
         """)
     path = tmp_path / "job.toml"
@@ -109,7 +107,7 @@ def test_job_outputs_collide_across_regions(tmp_path: Path, region_b: str, messa
 )
 def test_output_names_must_say_their_format(tmp_path: Path, monkeypatch, args, message) -> None:
     monkeypatch.chdir(tmp_path)
-    res = CliRunner().invoke(main, ["segment", str(IMAGE), "--weak-labels", str(WEAK), *args])
+    res = CliRunner().invoke(main, ["segment", str(NAIP), "--weak-labels", str(NLCD), *args])
     assert res.exit_code == 1, res.output
     assert message in res.output
     assert not list(tmp_path.iterdir())

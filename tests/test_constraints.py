@@ -1,3 +1,5 @@
+"""The constraints of the core and the one contract every Constraint implementation obeys."""
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from geo_ppp.core import (
 )
 from geo_ppp.core.constraints import ink_density
 from geo_ppp.errors import ConstraintError, ShapeError
+from geo_ppp.landcover.constraints import LocalKL, LocalMutualInformation, Relaxation
 
 
 class _Linear(torch.nn.Module):
@@ -30,33 +33,98 @@ CONTEXT = {"classifier": _Linear()}
 ARGS = {"class": "3"}
 
 
-def _all_constraints():
-    out = [(name, CONSTRAINTS[name](ARGS.get(name), **CONTEXT)) for name in sorted(CONSTRAINTS)]
-    out.append(("sum", Symmetry() + 0.5 * StrokeThickness(0.3)))
-    out.append(("weighted", Weighted(Symmetry("horizontal"), 2.0)))
-    return out
+# ---------------------------------------------------------------------------------------- the contract
+# Every Constraint implementation, the digits ones and the land-cover ones, obeys one contract.
+# A case is (make, x): ``make(b)`` gives the constraint for a batch of ``b`` samples (the land-cover
+# constraints carry per-sample evidence, so they are built for the batch) and ``x()`` the batch.
+
+_WEAK = torch.tensor([0.1, 0.6, 0.25, 0.05])  # a weak class distribution over K = 4 classes
 
 
-@pytest.mark.parametrize(
-    ("name", "constraint"), _all_constraints(), ids=lambda v: v if isinstance(v, str) else ""
-)
-def test_constraint_contract(name, constraint):
+def _weak(b: int, size: int) -> torch.Tensor:
+    return _WEAK.view(1, 4, 1, 1).expand(b, 4, size, size).clone()
+
+
+def _stripes(b: int, size: int = 32, width: int = 2) -> torch.Tensor:
+    """Two colour clusters (J = 2) in vertical stripes."""
+    on = ((torch.arange(size) // width) % 2 == 0).float().view(1, 1, size).expand(b, size, size)
+    return torch.stack([on, 1 - on], 1)
+
+
+def _sharpest_interval() -> Relaxation:
+    relax = Relaxation("interval")
+    relax.on_step(1.0)  # the sharpest interval: gradients far from it must not be NaN
+    return relax
+
+
+def _seeded(seed: int, *shape: int, scale: float = 1.0):
+    return lambda: scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _contract_cases() -> list:
+    digits = [(name, CONSTRAINTS[name](ARGS.get(name), **CONTEXT)) for name in sorted(CONSTRAINTS)]
+    digits.append(("sum", Symmetry() + 0.5 * StrokeThickness(0.3)))
+    digits.append(("weighted", Weighted(Symmetry("horizontal"), 2.0)))
+    cases = [pytest.param(lambda b, c=c: c, lambda: torch.randn(5, 1, 16, 16), id=name) for name, c in digits]
+    cases.append(
+        pytest.param(
+            lambda b: LocalKL(_weak(2, 16)[:b], Relaxation("softmax"), radius=3),
+            _seeded(1, 2, 4, 16, 16),
+            id="local_kl-softmax",
+        )
+    )
+    cases.append(
+        pytest.param(
+            lambda b: LocalKL(_weak(1, 12)[:b], _sharpest_interval(), radius=2),
+            _seeded(2, 1, 4, 12, 12, scale=5.0),
+            id="local_kl-interval-sharpest",
+        )
+    )
+    cases += [
+        pytest.param(
+            lambda b, kind=kind: LocalMutualInformation(_stripes(2)[:b], Relaxation(kind), radius=3),
+            _seeded(0, 2, 4, 32, 32),
+            id=f"local_mi-{kind}",
+        )
+        for kind in Relaxation.kinds
+    ]
+    return cases
+
+
+CONTRACT_CASES = _contract_cases()
+
+
+@pytest.mark.parametrize(("make", "x"), CONTRACT_CASES)
+def test_constraint_contract(make, x):
     """Every constraint: (B, C, H, W) in, (B,) finite out, gradients flow to x, no side effects."""
+    x = x()
+    constraint = make(x.shape[0])
     assert isinstance(constraint, Constraint)
-    x = torch.randn(5, 1, 16, 16, requires_grad=True)
+    x.requires_grad_(True)
     before = x.detach().clone()
     loss = constraint(x)
-    assert loss.shape == (5,)
+    assert loss.shape == (x.shape[0],)
     assert torch.isfinite(loss).all()
     (grad,) = torch.autograd.grad(loss.sum(), [x])
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert torch.equal(x.detach(), before)
-    # per-sample: one sample's loss depends only on that sample
-    loss0 = constraint(x[:1])
+    # per-sample: one sample's loss depends only on that sample (and its own evidence)
+    loss0 = make(1)(x[:1])
     assert torch.allclose(loss0, loss[:1], atol=1e-5)
     constraint.on_step(0.5)  # accepted by every constraint
     with pytest.raises(ShapeError):
         constraint(torch.randn(16, 16))
+
+
+def _subclasses(cls: type) -> set[type]:
+    return {s for sub in cls.__subclasses__() for s in {sub, *_subclasses(sub)}}
+
+
+def test_the_contract_covers_every_constraint_class():
+    implementations = {c for c in _subclasses(Constraint) if c.__module__.startswith("geo_ppp.")}
+    covered = {type(case.values[0](1)) for case in CONTRACT_CASES}
+    assert covered == implementations, f"not in CONTRACT_CASES: {implementations - covered}"
+    assert {LocalKL, LocalMutualInformation, ClassifierLogProb, Sum, Weighted} <= covered
 
 
 def test_symmetry_values():

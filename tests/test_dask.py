@@ -8,7 +8,10 @@ a tiny random-weight prior and ``steps=1`` serially (1 torch thread) and on Dask
 One LocalCluster (``DaskRunner("local:2")``) serves the whole module; runs reach it through its
 address, as they would reach a remote scheduler. The inference callables below are module-level
 classes and functions, so the worker processes unpickle them by importing ``tests.test_dask`` (and
-``tests.test_pipeline`` for ``pixelwise``).
+``tests.conftest`` for ``pixelwise``).
+
+The tests that start the cluster, or restart and kill its workers, are marked ``dask_cluster``:
+``-m "not slow and not dask_cluster"`` leaves them out (a second ``-m`` replaces the default one).
 """
 
 from __future__ import annotations
@@ -31,10 +34,8 @@ from geo_ppp.pipeline import segment
 from geo_ppp.pipeline.distributed import DaskRunner, PriorPlugin, SchedulerError, parse_scheduler
 from geo_ppp.pipeline.plan import plan
 from geo_ppp.pipeline.store import TileStore
-from tests.test_pipeline import pixelwise  # the pixel-wise model of the tiling oracle
-from tests.test_segment import _tiny_landcover_prior
+from tests.conftest import pixelwise, sample_tile  # pixelwise: the pixel-wise model of the tiling oracle
 
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
 REGION = (1, 2, 3, 7)  # four real NAIP patches (and their real NLCD) as one region: 36 tiles of 128 px
 SMALL = (3, 7)  # 18 tiles
 KW = {"tile_size": 128, "overlap": 16, "batch_size": 2}
@@ -42,8 +43,7 @@ UNREACHABLE = "tcp://127.0.0.1:1"
 
 
 def _inputs(patches: tuple[int, ...]) -> tuple[list[Path], list[Path]]:
-    images = [TILES / "naip" / f"patch{i}.tif" for i in patches]
-    return images, [TILES / "nlcd" / f"patch{i}.tif" for i in patches]
+    return [sample_tile("naip", i) for i in patches], [sample_tile("nlcd", i) for i in patches]
 
 
 # -- inference functions the workers unpickle ---------------------------------------------------------
@@ -102,9 +102,11 @@ class Recording:
 # -- fixtures --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_landcover_prior(tmp_path_factory.mktemp("prior") / "tiny")
+@pytest.fixture(autouse=True)
+def _cluster_tests_are_marked(request: pytest.FixtureRequest) -> None:
+    """A test that uses the cluster carries the ``dask_cluster`` marker, so that ``-m`` selects it."""
+    if "cluster" in request.fixturenames:
+        assert request.node.get_closest_marker("dask_cluster"), f"mark {request.node.name} dask_cluster"
 
 
 @pytest.fixture(scope="module")
@@ -123,11 +125,11 @@ def address(cluster: DaskRunner) -> str:
 
 
 @pytest.fixture(scope="module")
-def serial_map(prior: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def serial_map(tiny_lc_prior: Path, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The bytes of the pixel-wise map of REGION, run in this process."""
     folder = tmp_path_factory.mktemp("serial")
     images, weak = _inputs(REGION)
-    res = segment(images, weak, out=folder / "OUT.tif", prior=prior, infer=pixelwise, **KW)
+    res = segment(images, weak, out=folder / "OUT.tif", prior=tiny_lc_prior, infer=pixelwise, **KW)
     assert res.stats["tiles"] == res.stats["ran"] == 36
     return (folder / "OUT.tif").read_bytes()
 
@@ -151,14 +153,15 @@ def _files(folder: Path) -> list[str]:
 # -- 1. the oracle -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.dask_cluster
 def test_dask_map_is_byte_identical_to_serial_also_after_an_interruption(
-    prior: Path, address: str, serial_map: bytes, tmp_path: Path
+    tiny_lc_prior: Path, address: str, serial_map: bytes, tmp_path: Path
 ) -> None:
     images, weak = _inputs(REGION)
     for name in ("b", "c"):
         (tmp_path / name).mkdir()
     # (b) on the cluster
-    res = segment(images, weak, out=tmp_path / "b" / "OUT.tif", prior=prior, infer=pixelwise,
+    res = segment(images, weak, out=tmp_path / "b" / "OUT.tif", prior=tiny_lc_prior, infer=pixelwise,
                   scheduler=address, **KW)
     assert res.stats["ran"] == 36
     assert (tmp_path / "b" / "OUT.tif").read_bytes() == serial_map
@@ -168,25 +171,26 @@ def test_dask_map_is_byte_identical_to_serial_also_after_an_interruption(
     out, work = tmp_path / "c" / "OUT.tif", tmp_path / "c-work"
     (tmp_path / "slots").mkdir()
     with pytest.raises(Interrupted):
-        segment(images, weak, out=out, workdir=work, prior=prior, infer=FailAfter(tmp_path / "slots", 3),
-                scheduler=address, **KW)
+        segment(images, weak, out=out, workdir=work, prior=tiny_lc_prior,
+                infer=FailAfter(tmp_path / "slots", 3), scheduler=address, **KW)
     assert list(out.parent.iterdir()) == []  # no map, no temporary file
     kept = _files(work / "tiles")
     assert all(name.endswith(".npy") and not name.startswith(".") for name in kept)  # no partial tile
     assert len(kept) <= 6
     statuses: list[str] = []
-    res = segment(images, weak, out=out, workdir=work, prior=prior, infer=pixelwise, scheduler=address,
-                  progress=lambda done, total, tile, status: statuses.append(status), **KW)
+    res = segment(images, weak, out=out, workdir=work, prior=tiny_lc_prior, infer=pixelwise,
+                  scheduler=address, progress=lambda done, total, tile, status: statuses.append(status), **KW)
     assert res.stats["resumed"] == 6 and res.stats["ran"] == 30
     assert sorted(statuses) == ["ran"] * 30 + ["resumed"] * 6
     assert out.read_bytes() == serial_map
 
 
+@pytest.mark.dask_cluster
 def test_real_inference_serial_and_on_dask_are_byte_identical(
-    prior: Path, address: str, tmp_path: Path
+    tiny_lc_prior: Path, address: str, tmp_path: Path
 ) -> None:
     images, weak = _inputs(SMALL)
-    kw = {"prior": prior, "steps": 1, "seed": 5, **KW}
+    kw = {"prior": tiny_lc_prior, "steps": 1, "seed": 5, **KW}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in every worker (PriorPlugin): torch's sums depend on the thread count
     try:
@@ -199,12 +203,13 @@ def test_real_inference_serial_and_on_dask_are_byte_identical(
     assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "dask.tif").read_bytes()
 
 
+@pytest.mark.dask_cluster
 def test_runs_of_the_same_job_into_other_work_dirs_each_write_their_tiles(
-    prior: Path, address: str, tmp_path: Path
+    tiny_lc_prior: Path, address: str, tmp_path: Path
 ) -> None:
     """Equal jobs but for the work dir, on one client: at once (as `run_job` submits regions), then again."""
     images, weak = _inputs(SMALL)
-    jobs = [plan(images, weak, workdir=tmp_path / name, prior=prior, **KW) for name in "abc"]
+    jobs = [plan(images, weak, workdir=tmp_path / name, prior=tiny_lc_prior, **KW) for name in "abc"]
     for job in jobs:
         TileStore(job.workdir, job.fingerprint())
     with DaskRunner(address, infer=pixelwise) as runner:
@@ -219,12 +224,13 @@ def test_runs_of_the_same_job_into_other_work_dirs_each_write_their_tiles(
 # -- 2. a worker dies -----------------------------------------------------------------------------------
 
 
+@pytest.mark.dask_cluster
 def test_a_killed_worker_is_survived_with_the_same_map(
-    prior: Path, cluster: DaskRunner, address: str, serial_map: bytes, tmp_path: Path
+    tiny_lc_prior: Path, cluster: DaskRunner, address: str, serial_map: bytes, tmp_path: Path
 ) -> None:
     images, weak = _inputs(REGION)
     marker = tmp_path / "killed"
-    res = segment(images, weak, out=tmp_path / "OUT.tif", prior=prior, infer=KillOnce(marker),
+    res = segment(images, weak, out=tmp_path / "OUT.tif", prior=tiny_lc_prior, infer=KillOnce(marker),
                   scheduler=address, **KW)
     assert marker.exists()  # a worker process really died in the middle of a task ...
     pid = int(marker.read_text())
@@ -236,10 +242,11 @@ def test_a_killed_worker_is_survived_with_the_same_map(
 # -- 3. GPU resources ----------------------------------------------------------------------------------
 
 
-def test_cuda_needs_workers_with_a_gpu_resource(prior: Path, cluster: DaskRunner, address: str,
+@pytest.mark.dask_cluster
+def test_cuda_needs_workers_with_a_gpu_resource(tiny_lc_prior: Path, cluster: DaskRunner, address: str,
                                                 tmp_path: Path) -> None:
     images, weak = _inputs(SMALL)
-    job = plan(images, weak, workdir=tmp_path / "work", prior=prior, **KW)
+    job = plan(images, weak, workdir=tmp_path / "work", prior=tiny_lc_prior, **KW)
     cuda = dataclasses.replace(job, device="cuda")
     with pytest.raises(SchedulerError, match="GPU=1"):
         cluster.prepare(cuda)
@@ -248,7 +255,7 @@ def test_cuda_needs_workers_with_a_gpu_resource(prior: Path, cluster: DaskRunner
     calls.mkdir()
     (tmp_path / "out").mkdir()
     with pytest.raises(SchedulerError, match="GPU=1"):
-        segment(images, weak, out=tmp_path / "out" / "OUT.tif", prior=prior, device="cuda",
+        segment(images, weak, out=tmp_path / "out" / "OUT.tif", prior=tiny_lc_prior, device="cuda",
                 scheduler=address, infer=Recording(calls), **KW)
     assert list(calls.iterdir()) == []
     assert list((tmp_path / "out").iterdir()) == []
@@ -269,7 +276,8 @@ def test_cuda_needs_workers_with_a_gpu_resource(prior: Path, cluster: DaskRunner
 # -- 4. bad input ----------------------------------------------------------------------------------------
 
 
-def test_an_unreachable_scheduler(prior: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_scheduler(tiny_lc_prior: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SchedulerError, match="cannot reach") as err:
         DaskRunner(UNREACHABLE, timeout=1)
     assert isinstance(err.value, ConnectionError)
@@ -279,7 +287,7 @@ def test_an_unreachable_scheduler(prior: Path, tmp_path: Path, monkeypatch: pyte
     out = tmp_path / "out" / "OUT.tif"
     out.parent.mkdir()
     args = [str(p) for p in images] + [arg for w in weak for arg in ("--weak-labels", str(w))]
-    res = CliRunner().invoke(main, ["segment", *args, "--out", str(out), "--prior", str(prior),
+    res = CliRunner().invoke(main, ["segment", *args, "--out", str(out), "--prior", str(tiny_lc_prior),
                                     "--scheduler", UNREACHABLE, "-q"])
     assert res.exit_code == 1, res.output
     assert "cannot reach the Dask scheduler" in res.output and UNREACHABLE in res.output
@@ -288,7 +296,7 @@ def test_an_unreachable_scheduler(prior: Path, tmp_path: Path, monkeypatch: pyte
 
 
 @pytest.mark.parametrize("text", ["local:0", "local:x", "local:-2", "local:"])
-def test_a_malformed_local_scheduler(text: str, prior: Path, tmp_path: Path) -> None:
+def test_a_malformed_local_scheduler(text: str, tiny_lc_prior: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="local:N with N >= 1"):
         parse_scheduler(text)
     with pytest.raises(InputError, match="local:N with N >= 1"):
@@ -299,7 +307,7 @@ def test_a_malformed_local_scheduler(text: str, prior: Path, tmp_path: Path) -> 
     out = tmp_path / "out" / "OUT.tif"
     out.parent.mkdir()
     res = CliRunner().invoke(main, ["segment", str(images[0]), "--weak-labels", str(weak[0]), "--out",
-                                    str(out), "--prior", str(prior), "--scheduler", text, "-q"])
+                                    str(out), "--prior", str(tiny_lc_prior), "--scheduler", text, "-q"])
     assert res.exit_code == 1, res.output
     assert "--scheduler 'local:0'" in res.output
     assert list(out.parent.iterdir()) == []
@@ -311,9 +319,11 @@ def test_parse_scheduler() -> None:
     assert parse_scheduler("tcp://10.0.0.1:8786") == ("tcp://10.0.0.1:8786", None)
 
 
-def test_workers_that_cannot_load_the_prior(cluster: DaskRunner, address: str, tmp_path: Path) -> None:
+@pytest.mark.dask_cluster
+def test_workers_that_cannot_load_the_prior(cluster: DaskRunner, address: str, make_tiny_lc_prior,
+                                            tmp_path: Path) -> None:
     images, weak = _inputs(SMALL)
-    folder = _tiny_landcover_prior(tmp_path / "prior")
+    folder = make_tiny_lc_prior(tmp_path / "prior")  # a fresh one: this test damages it
     job = plan(images, weak, workdir=tmp_path / "work", prior=folder, **KW)  # the client loads and caches it
     (folder / "model.safetensors").unlink()  # ... but the workers cannot
     assert not (folder / "model.safetensors").exists()
@@ -341,10 +351,11 @@ def test_workers_that_cannot_load_the_prior(cluster: DaskRunner, address: str, t
 # -- 5. threads ------------------------------------------------------------------------------------------
 
 
-def test_workers_run_torch_on_one_thread(prior: Path, cluster: DaskRunner, address: str,
+@pytest.mark.dask_cluster
+def test_workers_run_torch_on_one_thread(tiny_lc_prior: Path, cluster: DaskRunner, address: str,
                                          tmp_path: Path) -> None:
     images, weak = _inputs(SMALL)
-    job = plan(images, weak, workdir=tmp_path / "work", prior=prior, **KW)
+    job = plan(images, weak, workdir=tmp_path / "work", prior=tiny_lc_prior, **KW)
     cluster.client.run(torch.set_num_threads, 2)  # as if something had changed it
     assert set(cluster.client.run(torch.get_num_threads).values()) == {2}
     cluster.prepare(job)
@@ -353,6 +364,7 @@ def test_workers_run_torch_on_one_thread(prior: Path, cluster: DaskRunner, addre
     assert cluster.client.submit(torch.get_num_threads, pure=False).result() == 1  # as a task sees it
 
 
+@pytest.mark.dask_cluster
 def test_local_workers_do_not_sample_stacks(cluster: DaskRunner) -> None:
     """The statistical profiler (GIL every 10 ms) is off in the LocalClusters geo_ppp starts.
 
@@ -369,13 +381,15 @@ def test_local_workers_do_not_sample_stacks(cluster: DaskRunner) -> None:
 # -- 6. progress -----------------------------------------------------------------------------------------
 
 
-def test_progress_is_called_once_per_tile(prior: Path, address: str, tmp_path: Path) -> None:
+@pytest.mark.dask_cluster
+def test_progress_is_called_once_per_tile(tiny_lc_prior: Path, address: str, tmp_path: Path) -> None:
     images, weak = _inputs(SMALL)
     calls: list[tuple[int, int, str, str]] = []
-    res = segment(images, weak, out=tmp_path / "OUT.tif", prior=prior, infer=pixelwise, scheduler=address,
+    res = segment(images, weak, out=tmp_path / "OUT.tif", prior=tiny_lc_prior, infer=pixelwise,
+                  scheduler=address,
                   progress=lambda done, total, tile, status: calls.append((done, total, tile.key, status)),
                   **KW)
-    job = plan(images, weak, workdir=tmp_path / "w", prior=prior, **KW)
+    job = plan(images, weak, workdir=tmp_path / "w", prior=tiny_lc_prior, **KW)
     assert len(calls) == len(job.tiles) == res.stats["tiles"] == 18
     assert [c[0] for c in calls] == list(range(1, 19))
     assert {c[1] for c in calls} == {18}

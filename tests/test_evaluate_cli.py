@@ -15,10 +15,10 @@ from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_labels_on_grid, write_class_map
 from geo_ppp.landcover.weak import estimate_cooccurrence, load_cooccurrence
 from geo_ppp.pipeline.evaluate import estimate_cooccurrence_from_files, evaluate_files, same_grid
+from tests.conftest import ROOT, sample_tile
 
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
-TRUTH = [TILES / "truth" / f"patch{i}.tif" for i in range(8)]
-NLCD = [TILES / "nlcd" / f"patch{i}.tif" for i in range(8)]
+TRUTHS = [sample_tile("truth", i) for i in range(8)]  # the eight sample patches
+NLCDS = [sample_tile("nlcd", i) for i in range(8)]
 LEGEND = load_legend("chesapeake")
 
 
@@ -28,7 +28,7 @@ def _run(*args):
 
 def _remapped_truth(tmp_path, patch=0):
     """The truth in legend codes (5/6 -> 4, 15 -> 0), written the way `segment` writes maps."""
-    codes, _, grid = read_class_raster(TRUTH[patch])
+    codes, _, grid = read_class_raster(TRUTHS[patch])
     legend_codes = LEGEND.to_codes(LEGEND.to_index(codes))
     return write_class_map(tmp_path / f"pred{patch}.tif", legend_codes, grid, LEGEND), codes, grid
 
@@ -37,15 +37,15 @@ def _remapped_truth(tmp_path, patch=0):
 
 
 def test_evaluate_truth_against_itself():
-    res = _run("evaluate", TRUTH[0], TRUTH[0])
+    res = _run("evaluate", TRUTHS[0], TRUTHS[0])
     assert res.exit_code == 0, res.output
     assert "accuracy:      1.0000" in res.output and "mIoU:          1.0000" in res.output
     assert "confusion matrix" in res.output and "tree canopy" in res.output
-    res = _run("evaluate", TRUTH[0], TRUTH[0], "--json")
+    res = _run("evaluate", TRUTHS[0], TRUTHS[0], "--json")
     assert res.exit_code == 0, res.output
     record = json.loads(res.output)
     assert record["accuracy"] == 1.0 and record["miou"] == 1.0
-    assert record["prediction"] == str(TRUTH[0]) and record["truth"] == str(TRUTH[0])
+    assert record["prediction"] == str(TRUTHS[0]) and record["truth"] == str(TRUTHS[0])
     assert record["legend"] == "chesapeake"
     assert record["iou"]["water"] is None  # absent from both
     assert record["classes_present"] == ["tree canopy", "low vegetation", "impervious/built"]
@@ -57,18 +57,18 @@ def test_evaluate_truth_against_itself():
 def test_evaluate_uses_the_maps_own_legend_and_refuses_a_contradicting_one(tmp_path):
     pred, _, _ = _remapped_truth(tmp_path)
     before = pred.read_bytes()
-    res = _run("evaluate", pred, TRUTH[0], "--legend", "enviroatlas")
+    res = _run("evaluate", pred, TRUTHS[0], "--legend", "enviroatlas")
     assert res.exit_code == 1
     assert "records legend 'chesapeake'" in res.output and "--legend is 'enviroatlas'" in res.output
     assert "Traceback" not in res.output and pred.read_bytes() == before
-    ok = _run("evaluate", pred, TRUTH[0], "--json")  # no --legend: the map's own
+    ok = _run("evaluate", pred, TRUTHS[0], "--json")  # no --legend: the map's own
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["legend"] == "chesapeake"
     # a custom legend under the same name but other class names contradicts the map too
     custom = LEGEND.to_dict()
     custom["classes"][1]["name"] = "forest"
     (tmp_path / "custom.json").write_text(json.dumps(custom))
-    res = _run("evaluate", pred, TRUTH[0], "--legend", tmp_path / "custom.json")
+    res = _run("evaluate", pred, TRUTHS[0], "--legend", tmp_path / "custom.json")
     assert res.exit_code == 1 and "2=forest" in res.output
 
 
@@ -76,30 +76,30 @@ def test_evaluate_remaps_chesapeake_5_and_6(tmp_path):
     pred, raw, _ = _remapped_truth(tmp_path)
     assert {5}.issubset(set(np.unique(raw).tolist()))  # the raw truth uses the 7-class codes
     assert 4 not in np.unique(raw).tolist()
-    scores = evaluate_files(pred, TRUTH[0], "chesapeake")
+    scores = evaluate_files(pred, TRUTHS[0], "chesapeake")
     assert scores.accuracy == 1.0
     built = int(np.isin(raw, [4, 5, 6]).sum())
     assert built > 0 and scores.confusion[3, 3] == built
     # the other way round: the raw 7-class map as the prediction scores the same
-    assert evaluate_files(TRUTH[0], pred, LEGEND).accuracy == 1.0
+    assert evaluate_files(TRUTHS[0], pred, LEGEND).accuracy == 1.0
 
 
 def test_evaluate_scores_errors_and_ignores_nodata(tmp_path):
-    codes, _, grid = read_class_raster(TRUTH[0])
+    codes, _, grid = read_class_raster(TRUTHS[0])
     pred_codes = LEGEND.to_codes(LEGEND.to_index(codes))
     tree = pred_codes == 2
     wrong = pred_codes.copy()
     wrong[tree] = 3  # every tree pixel called low vegetation
     wrong[:16, :] = LEGEND.nodata  # and the top rows left unpredicted
     path = write_class_map(tmp_path / "wrong.tif", wrong, grid, LEGEND)
-    scores = evaluate_files(path, TRUTH[0], LEGEND)
+    scores = evaluate_files(path, TRUTHS[0], LEGEND)
     scored = ~np.zeros_like(tree)
     scored[:16, :] = False
     assert scores.pixels == int(scored.sum())
     assert scores.accuracy == pytest.approx(1 - (tree & scored).sum() / scored.sum())
     assert scores.iou[1] == 0.0  # no tree predicted
     assert scores.confusion[1, 2] == int((tree & scored).sum())
-    res = _run("evaluate", path, TRUTH[0], "--json")
+    res = _run("evaluate", path, TRUTHS[0], "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["accuracy"] == pytest.approx(scores.accuracy)
 
@@ -121,20 +121,20 @@ def test_evaluate_reprojects_a_truth_on_another_grid(tmp_path):
 
 
 def test_evaluate_errors(tmp_path):
-    res = _run("evaluate", NLCD[0], TRUTH[0])  # NLCD codes are not Chesapeake codes
+    res = _run("evaluate", NLCDS[0], TRUTHS[0])  # NLCDS codes are not Chesapeake codes
     assert res.exit_code == 1
     assert "[21, 41, 81, 82]" in res.output and "Traceback" not in res.output
-    res = _run("evaluate", TRUTH[0], TRUTH[1])  # another place
+    res = _run("evaluate", TRUTHS[0], TRUTHS[1])  # another place
     assert res.exit_code == 1 and "do not overlap" in res.output
-    res = _run("evaluate", TRUTH[0], tmp_path / "missing.tif")
+    res = _run("evaluate", TRUTHS[0], tmp_path / "missing.tif")
     assert res.exit_code == 1 and "does not exist" in res.output
-    res = _run("evaluate", TRUTH[0], TRUTH[0], "--legend", "nope")
+    res = _run("evaluate", TRUTHS[0], TRUTHS[0], "--legend", "nope")
     assert res.exit_code == 1 and "unknown legend" in res.output
     # a prediction that is all nodata leaves nothing to score
-    _, _, grid = read_class_raster(TRUTH[0])
+    _, _, grid = read_class_raster(TRUTHS[0])
     empty = write_class_map(tmp_path / "empty.tif", np.zeros((256, 256), np.uint8), grid, LEGEND)
     with pytest.raises(InputError, match="no pixel"):
-        evaluate_files(empty, TRUTH[0], LEGEND)
+        evaluate_files(empty, TRUTHS[0], LEGEND)
 
 
 # ---------------------------------------------------------------------------------------- cooccurrence
@@ -143,7 +143,7 @@ def test_evaluate_errors(tmp_path):
 def test_cooccurrence_command_matches_the_library(tmp_path):
     out = tmp_path / "m.json"
     args = ["cooccurrence", "--legend", "chesapeake", "--out", out]
-    for t, w in zip(TRUTH[:3], NLCD[:3], strict=True):
+    for t, w in zip(TRUTHS[:3], NLCDS[:3], strict=True):
         args += ["--truth", t, "--weak", w]
     res = _run(*args)
     assert res.exit_code == 0, res.output
@@ -151,7 +151,7 @@ def test_cooccurrence_command_matches_the_library(tmp_path):
     co = load_cooccurrence(out)
     # the same estimate computed by hand from the arrays
     pairs = []
-    for t, w in zip(TRUTH[:3], NLCD[:3], strict=True):
+    for t, w in zip(TRUTHS[:3], NLCDS[:3], strict=True):
         codes, nodata, grid = read_class_raster(t)
         weak, _ = read_labels_on_grid(w, grid)
         pairs.append((np.where(codes == nodata, LEGEND.nodata, codes), weak))
@@ -166,17 +166,17 @@ def test_cooccurrence_command_matches_the_library(tmp_path):
 
     # refuses to overwrite without --overwrite, leaving the file as it was
     before = out.read_bytes()
-    res = _run("cooccurrence", "--truth", TRUTH[0], "--weak", NLCD[0], "--legend", "chesapeake", "--out", out)
+    res = _run("cooccurrence", "--truth", TRUTHS[0], "--weak", NLCDS[0], "--legend", "chesapeake", "--out", out)
     assert res.exit_code != 0 and "--overwrite" in res.output
     assert out.read_bytes() == before
-    res = _run("cooccurrence", "--truth", TRUTH[0], "--weak", NLCD[0], "--legend", "chesapeake", "--out", out,
+    res = _run("cooccurrence", "--truth", TRUTHS[0], "--weak", NLCDS[0], "--legend", "chesapeake", "--out", out,
                "--smoothing", "0", "--overwrite")
     assert res.exit_code == 0, res.output
     assert load_cooccurrence(out).source_codes == (21, 41, 81, 82)
     assert out.read_bytes() != before
 
 
-OTHER_TILE = Path(__file__).resolve().parent.parent / "pipelines" / "data" / "m_3907833_nw_17_1"
+OTHER_TILE = ROOT / "pipelines" / "data" / "m_3907833_nw_17_1"
 MD_TRUTH, MD_NLCD = Path(f"{OTHER_TILE}_lc.tif"), Path(f"{OTHER_TILE}_nlcd.tif")  # the Cumberland tile
 
 
@@ -185,9 +185,9 @@ def test_shipped_chesapeake_matrix_is_the_two_tile_estimate():
     estimate (the EnviroAtlas prior weighs one 30 m cell per class, so it moves those by little), and
     the one-tile matrices are each tile's own estimate."""
     both = estimate_cooccurrence_from_files(
-        [*TRUTH, MD_TRUTH], [*NLCD, MD_NLCD], "chesapeake", smoothing=1.0, sites=["wv"] * 8 + ["md"]
+        [*TRUTHS, MD_TRUTH], [*NLCDS, MD_NLCD], "chesapeake", smoothing=1.0, sites=["wv"] * 8 + ["md"]
     )
-    wv_only = estimate_cooccurrence_from_files(TRUTH, NLCD, "chesapeake", smoothing=1.0)
+    wv_only = estimate_cooccurrence_from_files(TRUTHS, NLCDS, "chesapeake", smoothing=1.0)
     md_only = estimate_cooccurrence_from_files([MD_TRUTH], [MD_NLCD], "chesapeake", smoothing=1.0)
     for name, est in (("chesapeake", both), ("chesapeake-wv", wv_only), ("chesapeake-md", md_only)):
         shipped = load_cooccurrence(name)
@@ -203,8 +203,8 @@ def test_shipped_chesapeake_matrix_is_the_two_tile_estimate():
 
 def test_cooccurrence_merges_weak_rasters_with_and_without_nodata(tmp_path):
     """A weak raster without a nodata value before one with nodata 0: the 0s are still skipped."""
-    codes, _, grid = read_class_raster(TRUTH[0])
-    weak, _ = read_labels_on_grid(NLCD[0], grid)
+    codes, _, grid = read_class_raster(TRUTHS[0])
+    weak, _ = read_labels_on_grid(NLCDS[0], grid)
     profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1, "dtype": "uint8",
                "crs": grid.crs, "transform": grid.transform}
     no_nodata = tmp_path / "weak_plain.tif"
@@ -213,7 +213,7 @@ def test_cooccurrence_merges_weak_rasters_with_and_without_nodata(tmp_path):
     holes = tmp_path / "weak_nodata.tif"
     with rasterio.open(holes, "w", **profile, nodata=0) as dst:
         dst.write(np.where(np.arange(grid.width) < grid.width // 2, 0, weak).astype(np.uint8), 1)
-    co = estimate_cooccurrence_from_files([TRUTH[0], TRUTH[0]], [no_nodata, holes], LEGEND, smoothing=0.0)
+    co = estimate_cooccurrence_from_files([TRUTHS[0], TRUTHS[0]], [no_nodata, holes], LEGEND, smoothing=0.0)
     assert 0 not in co.source_codes
     # the left half of the second raster is nodata: it counts the first raster once and the right half
     right = weak[:, grid.width // 2:]
@@ -225,7 +225,7 @@ def test_cooccurrence_merges_weak_rasters_with_and_without_nodata(tmp_path):
 
 def test_cooccurrence_cli_sites(tmp_path):
     """--site weighs the Cumberland tile (67,600 samples) like the 8 sample tiles (524,288 pixels)."""
-    args = ["cooccurrence", "--truth", TRUTH[0], "--weak", NLCD[0], "--truth", TRUTH[1], "--weak", NLCD[1],
+    args = ["cooccurrence", "--truth", TRUTHS[0], "--weak", NLCDS[0], "--truth", TRUTHS[1], "--weak", NLCDS[1],
             "--truth", MD_TRUTH, "--weak", MD_NLCD, "--legend", "chesapeake"]
     res = _run(*args, "--out", tmp_path / "pooled.json")
     assert res.exit_code == 0, res.output
@@ -233,7 +233,7 @@ def test_cooccurrence_cli_sites(tmp_path):
     assert res.exit_code == 0, res.output
     pooled, sites = load_cooccurrence(tmp_path / "pooled.json"), load_cooccurrence(tmp_path / "sites.json")
     expected = estimate_cooccurrence_from_files(
-        [TRUTH[0], TRUTH[1], MD_TRUTH], [NLCD[0], NLCD[1], MD_NLCD], LEGEND, sites=["wv", "wv", "md"]
+        [TRUTHS[0], TRUTHS[1], MD_TRUTH], [NLCDS[0], NLCDS[1], MD_NLCD], LEGEND, sites=["wv", "wv", "md"]
     )
     assert np.allclose(sites.matrix, expected.matrix, atol=1e-5)  # the JSON keeps 6 decimals
     assert not np.allclose(sites.matrix, pooled.matrix[:, [pooled.source_codes.index(c) for c in sites.source_codes]])
@@ -243,14 +243,14 @@ def test_cooccurrence_cli_sites(tmp_path):
 
 def test_cooccurrence_errors(tmp_path):
     out = tmp_path / "m.json"
-    res = _run("cooccurrence", "--truth", TRUTH[0], "--truth", TRUTH[1], "--weak", NLCD[0],
+    res = _run("cooccurrence", "--truth", TRUTHS[0], "--truth", TRUTHS[1], "--weak", NLCDS[0],
                "--legend", "chesapeake", "--out", out)
     assert res.exit_code == 1 and "paired" in res.output and not out.exists()
-    res = _run("cooccurrence", "--truth", TRUTH[0], "--weak", NLCD[1], "--legend", "chesapeake", "--out", out)
+    res = _run("cooccurrence", "--truth", TRUTHS[0], "--weak", NLCDS[1], "--legend", "chesapeake", "--out", out)
     assert res.exit_code == 1 and "do not overlap" in res.output and not out.exists()
-    res = _run("cooccurrence", "--truth", TRUTH[0], "--weak", NLCD[0], "--legend", "nlcd", "--out", out)
+    res = _run("cooccurrence", "--truth", TRUTHS[0], "--weak", NLCDS[0], "--legend", "nlcd", "--out", out)
     assert res.exit_code == 1 and "[2, 3, 5]" in res.output and not out.exists()
     with pytest.raises(ConfigError, match="smoothing"):
-        estimate_cooccurrence_from_files(TRUTH[:1], NLCD[:1], LEGEND, smoothing=-1.0)
+        estimate_cooccurrence_from_files(TRUTHS[:1], NLCDS[:1], LEGEND, smoothing=-1.0)
     with pytest.raises(ConfigError, match="at least one"):
         estimate_cooccurrence_from_files([], [], LEGEND)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from geo_ppp.core import PnPConfig, Symmetry, load_prior, plug_and_play, sample
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.gpu
 
@@ -45,11 +46,9 @@ def test_ddim_sampling_on_cuda():
 
 
 def test_landcover_prior_trains_in_bf16_on_cuda(tmp_path):
-    from pathlib import Path
-
     from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
 
-    lulc = Path(__file__).resolve().parent.parent / "pipelines" / "data" / "chesapeake-lulc-1m"
+    lulc = ROOT / "pipelines" / "data" / "chesapeake-lulc-1m"
     unet = {"base_channels": 8, "channel_mult": (1, 2, 2, 2), "attention_levels": ()}
     prior = train_landcover_prior(
         tmp_path / "p", [LabelSource((str(lulc),), 1.0, 32)], "chesapeake", steps=20, batch_size=16, unet=unet,

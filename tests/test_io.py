@@ -1,7 +1,5 @@
 """Reading imagery and labels, reprojecting weak labels, writing class maps: real sample tiles."""
 
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +11,9 @@ from geo_ppp.errors import GeoPPPError, InputError
 from geo_ppp.geo.grid import Grid
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid, write_class_map
+from tests.conftest import NAIP, NLCD, ROOT, TRUTH, sample_tile
 
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
-PATCHES_1M = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chesapeake-wv-patches"
+PATCHES_1M = ROOT.parent / "shared" / "data" / "chesapeake-wv-patches"
 UTM17 = CRS.from_epsg(26917)
 ALBERS = CRS.from_epsg(5070)
 
@@ -24,25 +22,8 @@ def from_origin(west, north, xres, yres):
     return Affine(xres, 0.0, west, 0.0, -yres, north)
 
 
-def _write(path, data, crs=UTM17, transform=None, nodata=None, dtype=None):
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[None]
-    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-               "dtype": dtype or data.dtype.name, "nodata": nodata}
-    if crs is not None:
-        profile["crs"] = crs
-    if transform is not None:
-        profile["transform"] = transform
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NotGeoreferencedWarning for the deliberately bad files
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
-    return path
-
-
 def _naip_grid():
-    with rasterio.open(TILES / "naip" / "patch0.tif") as ds:
+    with rasterio.open(NAIP) as ds:
         return Grid(ds.crs, ds.transform, ds.width, ds.height)
 
 
@@ -50,25 +31,25 @@ def _naip_grid():
 
 
 def test_read_image_sample_tile():
-    data, valid, grid = read_image(TILES / "naip" / "patch0.tif")
+    data, valid, grid = read_image(NAIP)
     assert data.shape == (4, 256, 256) and data.dtype == np.float32
     assert valid.shape == (256, 256) and valid.dtype == bool and valid.all()
     assert grid.crs == UTM17 and (grid.width, grid.height) == (256, 256)
     assert grid.transform.a == 1.0 and grid.transform.e == -1.0
     assert 0 <= data.min() and data.max() <= 255 and data.std() > 5
-    with rasterio.open(TILES / "naip" / "patch0.tif") as ds:
+    with rasterio.open(NAIP) as ds:
         assert np.array_equal(data, ds.read().astype(np.float32))
     left, bottom, right, top = grid.bounds
     assert (right - left, top - bottom) == (256.0, 256.0)
     assert grid.to_dict()["crs"] == "EPSG:26917"
-    rgb, _, _ = read_image(TILES / "naip" / "patch0.tif", bands=(3, 2, 1))
+    rgb, _, _ = read_image(NAIP, bands=(3, 2, 1))
     assert np.array_equal(rgb[0], data[2])
 
 
-def test_read_image_scales_uint16(tmp_path):
+def test_read_image_scales_uint16(tmp_path, make_geotiff):
     rng = np.random.default_rng(0)
     img = rng.integers(1000, 5000, size=(3, 32, 32)).astype(np.uint16)
-    path = _write(tmp_path / "u16.tif", img, transform=from_origin(500000, 4000000, 1, 1))
+    path = make_geotiff(tmp_path / "u16.tif", img, transform=from_origin(500000, 4000000, 1, 1))
     data, valid, _ = read_image(path)
     assert data.dtype == np.float32 and valid.all()
     assert data.min() == 0.0 and data.max() == 255.0
@@ -86,43 +67,43 @@ def test_read_image_not_a_raster(tmp_path):
         read_image(tmp_path / "missing.tif")
 
 
-def test_read_image_no_crs(tmp_path):
+def test_read_image_no_crs(tmp_path, make_geotiff):
     img = np.zeros((3, 16, 16), np.uint8)
-    path = _write(tmp_path / "nocrs.tif", img, crs=None, transform=from_origin(500000, 4000000, 1, 1))
+    path = make_geotiff(tmp_path / "nocrs.tif", img, crs=None, transform=from_origin(500000, 4000000, 1, 1))
     with pytest.raises(InputError, match="has no CRS.*gdal_edit"):
         read_image(path)
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
-def test_read_image_no_geotransform(tmp_path):
-    path = _write(tmp_path / "pixels.tif", np.zeros((3, 16, 16), np.uint8))
+def test_read_image_no_geotransform(tmp_path, make_geotiff):
+    path = make_geotiff(tmp_path / "pixels.tif", np.zeros((3, 16, 16), np.uint8))
     with pytest.raises(InputError, match="no geotransform"):
         read_image(path)
 
 
-def test_read_image_two_bands(tmp_path):
-    path = _write(tmp_path / "two.tif", np.zeros((2, 16, 16), np.uint8), transform=from_origin(0, 16, 1, 1))
+def test_read_image_two_bands(tmp_path, make_geotiff):
+    path = make_geotiff(tmp_path / "two.tif", np.zeros((2, 16, 16), np.uint8), transform=from_origin(0, 16, 1, 1))
     with pytest.raises(InputError, match=r"2 band\(s\).*R, G, B"):
         read_image(path)
 
 
-def test_read_image_float64(tmp_path):
-    path = _write(tmp_path / "f64.tif", np.zeros((3, 16, 16)), transform=from_origin(0, 16, 1, 1))
+def test_read_image_float64(tmp_path, make_geotiff):
+    path = make_geotiff(tmp_path / "f64.tif", np.zeros((3, 16, 16)), transform=from_origin(0, 16, 1, 1))
     with pytest.raises(InputError, match="dtype float64.*gdal_translate"):
         read_image(path)
 
 
-def test_read_image_nans(tmp_path):
+def test_read_image_nans(tmp_path, make_geotiff):
     img = np.ones((3, 16, 16), np.float32)
     img[1, 2, 3] = img[0, 0, 0] = np.nan
-    path = _write(tmp_path / "nan.tif", img, transform=from_origin(0, 16, 1, 1))
+    path = make_geotiff(tmp_path / "nan.tif", img, transform=from_origin(0, 16, 1, 1))
     with pytest.raises(InputError, match="2 NaN values"):
         read_image(path)
 
 
 def test_read_image_bad_band_selection():
     with pytest.raises(InputError, match=r"bands \[5\] out of range"):
-        read_image(TILES / "naip" / "patch0.tif", bands=(1, 2, 5))
+        read_image(NAIP, bands=(1, 2, 5))
 
 
 # --------------------------------------------------------------------------------------- weak labels
@@ -130,8 +111,8 @@ def test_read_image_bad_band_selection():
 
 def test_real_nlcd_onto_naip_grid():
     grid = _naip_grid()
-    codes, nodata = read_labels_on_grid(TILES / "nlcd" / "patch0.tif", grid)
-    with rasterio.open(TILES / "nlcd" / "patch0.tif") as ds:
+    codes, nodata = read_labels_on_grid(NLCD, grid)
+    with rasterio.open(NLCD) as ds:
         assert ds.crs == ALBERS and ds.res == (30.0, 30.0)
         in_file = set(np.unique(ds.read(1)).tolist())
     assert nodata == 0 and codes.shape == (256, 256)
@@ -139,11 +120,11 @@ def test_real_nlcd_onto_naip_grid():
     assert (codes == nodata).mean() < 0.01  # the 30 m grid covers the patch
     assert {21, 41, 81, 82} <= set(np.unique(codes).tolist())
     # NLCD forest is mostly truth tree canopy (Chesapeake code 2)
-    truth, truth_nodata, truth_grid = read_class_raster(TILES / "truth" / "patch0.tif", "truth")
+    truth, truth_nodata, truth_grid = read_class_raster(TRUTH, "truth")
     assert truth_nodata == 15 and truth_grid.crs == grid.crs and truth_grid.transform == grid.transform
     assert (truth[codes == 41] == 2).mean() > 0.8
     # and pure-forest patches come back as forest
-    codes2, _ = read_labels_on_grid(TILES / "nlcd" / "patch2.tif", _grid_of(TILES / "naip" / "patch2.tif"))
+    codes2, _ = read_labels_on_grid(sample_tile("nlcd", 2), _grid_of(sample_tile("naip", 2)))
     assert (codes2 == 41).mean() > 0.99
 
 
@@ -156,31 +137,31 @@ def _grid_of(path):
 @pytest.mark.parametrize("patch", [0, 3])
 def test_reprojected_nlcd_agrees_with_the_original_1m_nlcd(patch):
     """The sample NLCD was made at 30 m from the patch's 1 m NLCD; reprojection must land on it again."""
-    codes, _ = read_labels_on_grid(TILES / "nlcd" / f"patch{patch}.tif", _grid_of(TILES / "naip" / f"patch{patch}.tif"))
+    codes, _ = read_labels_on_grid(sample_tile("nlcd", patch), _grid_of(sample_tile("naip", patch)))
     original = np.load(PATCHES_1M / f"wv_1m_2014-m_3708020_sw_17_1-{patch}.npz")["nlcd"]
     assert (codes == original).mean() > 0.8
 
 
-def test_weak_labels_far_away(tmp_path):
+def test_weak_labels_far_away(tmp_path, make_geotiff):
     # a synthetic NLCD raster in Albers over California, far from the West Virginia tile
-    path = _write(tmp_path / "far.tif", np.full((10, 10), 41, np.uint8), crs=ALBERS,
-                  transform=from_origin(-2000000, 2000000, 30, 30), nodata=0)
+    path = make_geotiff(tmp_path / "far.tif", np.full((10, 10), 41, np.uint8), crs=ALBERS,
+                        transform=from_origin(-2000000, 2000000, 30, 30), nodata=0)
     with pytest.raises(InputError, match="do not overlap the image"):
         read_labels_on_grid(path, _naip_grid())
 
 
-def test_weak_labels_only_nodata(tmp_path):
-    with rasterio.open(TILES / "nlcd" / "patch0.tif") as ds:
+def test_weak_labels_only_nodata(tmp_path, make_geotiff):
+    with rasterio.open(NLCD) as ds:
         profile_tf, shape = ds.transform, ds.shape
-    path = _write(tmp_path / "empty.tif", np.zeros(shape, np.uint8), crs=ALBERS, transform=profile_tf, nodata=0)
+    path = make_geotiff(tmp_path / "empty.tif", np.zeros(shape, np.uint8), crs=ALBERS, transform=profile_tf, nodata=0)
     with pytest.raises(InputError, match="only nodata"):
         read_labels_on_grid(path, _naip_grid(), what="truth")
 
 
-def test_weak_labels_must_be_integer(tmp_path):
-    with rasterio.open(TILES / "nlcd" / "patch0.tif") as ds:
+def test_weak_labels_must_be_integer(tmp_path, make_geotiff):
+    with rasterio.open(NLCD) as ds:
         tf, shape = ds.transform, ds.shape
-    path = _write(tmp_path / "float.tif", np.full(shape, 41.0, np.float32), crs=ALBERS, transform=tf)
+    path = make_geotiff(tmp_path / "float.tif", np.full(shape, 41.0, np.float32), crs=ALBERS, transform=tf)
     with pytest.raises(InputError, match="integer class codes"):
         read_labels_on_grid(path, _naip_grid())
     with pytest.raises(InputError, match="integer class codes"):
@@ -200,7 +181,7 @@ def test_errors_are_catchable_as_builtin_and_base():
 def test_write_class_map(tmp_path):
     legend = load_legend("chesapeake")
     grid = _naip_grid()
-    truth, _, _ = read_class_raster(TILES / "truth" / "patch0.tif")
+    truth, _, _ = read_class_raster(TRUTH)
     codes = legend.to_codes(legend.to_index(truth))
     codes[:8, :8] = legend.nodata
     out = write_class_map(tmp_path / "map.tif", codes, grid, legend, tags={"RUN": "test"})

@@ -14,20 +14,13 @@ from click.testing import CliRunner
 from geo_ppp.cli import main
 from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.pipeline.jobs import load_job, run_job
-from tests.test_segment import _tiny_landcover_prior
-
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
+from tests.conftest import ROOT, sample_tile
 
 
 def by_weak_code(image, valid, weak, seeds, timings):  # noqa: ANN001, ANN201
     """A pixel-wise stand-in for the model: forest codes -> tree, others -> low vegetation."""
     idx = torch.from_numpy(np.where(np.isin(weak, (41, 42, 43)), 1, 2))
     return torch.nn.functional.one_hot(idx, 4).permute(0, 3, 1, 2).float().numpy()
-
-
-@pytest.fixture(scope="module")
-def prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_landcover_prior(tmp_path_factory.mktemp("prior") / "tiny")
 
 
 def _spec(tmp_path: Path, prior: Path, body: str = "", extra_region: str = "") -> Path:
@@ -44,14 +37,14 @@ def _spec(tmp_path: Path, prior: Path, body: str = "", extra_region: str = "") -
 
         [[region]]
         name = "a"
-        image = "{TILES / 'naip' / 'patch0.tif'}"
-        weak_labels = "{TILES / 'nlcd' / 'patch0.tif'}"
+        image = "{sample_tile('naip', 0)}"
+        weak_labels = "{sample_tile('nlcd', 0)}"
         out = "out/a.tif"
 
         [[region]]
         name = "b"
-        image = ["{TILES / 'naip' / 'patch1.tif'}", "{TILES / 'naip' / 'patch2.tif'}"]
-        weak_labels = ["{TILES / 'nlcd' / 'patch1.tif'}", "{TILES / 'nlcd' / 'patch2.tif'}"]
+        image = ["{sample_tile('naip', 1)}", "{sample_tile('naip', 2)}"]
+        weak_labels = ["{sample_tile('nlcd', 1)}", "{sample_tile('nlcd', 2)}"]
         out = "out/b.tif"
         {extra_region}
         """)
@@ -60,8 +53,8 @@ def _spec(tmp_path: Path, prior: Path, body: str = "", extra_region: str = "") -
     return path
 
 
-def test_a_job_runs_every_region_and_resumes(tmp_path: Path, prior: Path) -> None:
-    spec = _spec(tmp_path, prior)
+def test_a_job_runs_every_region_and_resumes(tmp_path: Path, tiny_lc_prior: Path) -> None:
+    spec = _spec(tmp_path, tiny_lc_prior)
     results = run_job(spec, infer=by_weak_code, echo=lambda s: None)
     assert [r.out.name for r in results] == ["a.tif", "b.tif"]
     for r in results:
@@ -83,31 +76,33 @@ def test_a_job_runs_every_region_and_resumes(tmp_path: Path, prior: Path) -> Non
         ("", "colour = 'red'", "unknown key 'colour' in [region]"),
     ],
 )
-def test_spec_errors_name_the_key_and_the_line(tmp_path: Path, prior: Path, body: str, extra: str, message: str):
-    spec = _spec(tmp_path, prior, body, extra)
+def test_spec_errors_name_the_key_and_the_line(tmp_path: Path, tiny_lc_prior: Path, body: str, extra: str,
+                                               message: str):
+    spec = _spec(tmp_path, tiny_lc_prior, body, extra)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_job(spec)
 
 
-def test_missing_paths_and_keys_are_named_before_anything_runs(tmp_path: Path, prior: Path) -> None:
-    spec = _spec(tmp_path, prior)
+def test_missing_paths_and_keys_are_named_before_anything_runs(tmp_path: Path, tiny_lc_prior: Path) -> None:
+    spec = _spec(tmp_path, tiny_lc_prior)
     text = spec.read_text().replace("patch1.tif\", \"", "patch1_missing.tif\", \"", 1)
     spec.write_text(text)
     line = next(i + 1 for i, ln in enumerate(text.splitlines()) if "patch1_missing" in ln)
     with pytest.raises(InputError, match=f"job.toml:{line}: image of region 'b': .*patch1_missing.tif does not exist"):
         load_job(spec)
-    spec.write_text(_spec(tmp_path, prior).read_text().replace('out = "out/b.tif"', ""))
+    spec.write_text(_spec(tmp_path, tiny_lc_prior).read_text().replace('out = "out/b.tif"', ""))
     with pytest.raises(ConfigError, match="region 'b' misses the required key 'out'"):
         load_job(spec)
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
-def test_a_region_that_fails_planning_stops_the_job_before_any_output(tmp_path: Path, prior: Path) -> None:
+def test_a_region_that_fails_planning_stops_the_job_before_any_output(tmp_path: Path,
+                                                                      tiny_lc_prior: Path) -> None:
     """Region b's weak labels miss its image: region a must not have been written either."""
-    spec = _spec(tmp_path, prior)
+    spec = _spec(tmp_path, tiny_lc_prior)
     spec.write_text(spec.read_text().replace(
-        f'weak_labels = ["{TILES / "nlcd" / "patch1.tif"}", "{TILES / "nlcd" / "patch2.tif"}"]',
-        f'weak_labels = "{TILES / "nlcd" / "patch5.tif"}"',
+        f'weak_labels = ["{sample_tile("nlcd", 1)}", "{sample_tile("nlcd", 2)}"]',
+        f'weak_labels = "{sample_tile("nlcd", 5)}"',
     ))
     res = CliRunner().invoke(main, ["run", str(spec)])
     assert res.exit_code == 1
@@ -115,8 +110,8 @@ def test_a_region_that_fails_planning_stops_the_job_before_any_output(tmp_path: 
     assert not list((tmp_path / "out").glob("*.tif")) and not (tmp_path / "work").exists()
 
 
-def test_check_plans_without_running(tmp_path: Path, prior: Path) -> None:
-    spec = _spec(tmp_path, prior)
+def test_check_plans_without_running(tmp_path: Path, tiny_lc_prior: Path) -> None:
+    spec = _spec(tmp_path, tiny_lc_prior)
     res = CliRunner().invoke(main, ["run", str(spec), "--check"])
     assert res.exit_code == 0, res.output
     assert "region a: 9 tiles" in res.output and "2 region(s) valid" in res.output
@@ -124,6 +119,6 @@ def test_check_plans_without_running(tmp_path: Path, prior: Path) -> None:
 
 
 def test_the_example_job_is_valid() -> None:
-    spec = load_job(Path(__file__).resolve().parent.parent / "pipelines" / "sample_tiles.toml")
+    spec = load_job(ROOT / "pipelines" / "sample_tiles.toml")
     assert [r.name for r in spec.regions] == ["patch0", "patch1", "patches2-3", "patch4-north"]
     assert spec.scheduler == "local:2"

@@ -27,10 +27,9 @@ from geo_ppp.io.label_windows import (
 from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
 from geo_ppp.landcover.prior_check import CheckLimits, compare_statistics, map_statistics, one_hotness
 from geo_ppp.landcover.prior_data import augmented_batches, onehot_pm1
+from tests.conftest import NLCD, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 LULC = ROOT / "pipelines" / "data" / "chesapeake-lulc-1m" / "Baywide_7class_20132014_E1300000_N1770000.tif"
-NLCD = ROOT / "sample_tiles" / "nlcd" / "patch0.tif"
 TINY = {"base_channels": 8, "channel_mult": (1, 2, 2, 2), "num_res_blocks": 1, "attention_levels": ()}
 
 

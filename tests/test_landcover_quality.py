@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from geo_ppp.core import load_prior
 from geo_ppp.landcover.prior_check import check_prior
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "geo_ppp" / "weights" / "landcover-chesapeake"
 
 

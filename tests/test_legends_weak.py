@@ -1,7 +1,6 @@
 """Legends (codes, remapping, JSON files) and weak labels (blur, co-occurrence, weak distribution)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,7 @@ from geo_ppp.landcover.weak import (
     load_cooccurrence,
     weak_distribution,
 )
-
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
+from tests.conftest import NAIP, NLCD, sample_tile
 
 # ----------------------------------------------------------------------------------------- legends
 
@@ -240,8 +238,8 @@ def test_weak_distribution_fills_nodata():
 def test_weak_distribution_with_shipped_matrix_on_real_nlcd():
     from geo_ppp.io import read_image, read_labels_on_grid
 
-    _, _, grid = read_image(TILES / "naip" / "patch0.tif")
-    nlcd, nodata = read_labels_on_grid(TILES / "nlcd" / "patch0.tif", grid)
+    _, _, grid = read_image(NAIP)
+    nlcd, nodata = read_labels_on_grid(NLCD, grid)
     dist = weak_distribution(nlcd, load_cooccurrence("chesapeake"), sigma=31.0, nodata=nodata)
     assert dist.shape == (1, 4, 256, 256)
     assert torch.isfinite(dist).all() and torch.allclose(dist.sum(1), torch.ones(1), atol=1e-5)
@@ -360,10 +358,10 @@ def test_weak_distribution_at_the_prior_resolution_matches_pooling_the_full_one(
     from geo_ppp.io import read_labels_on_grid
     from geo_ppp.landcover.weak import load_cooccurrence, weak_distribution
 
-    naip = TILES / "naip" / "patch3.tif"
+    naip = sample_tile("naip", 3)
     with rasterio.open(naip) as ds:
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
-    codes, nodata = read_labels_on_grid(TILES / "nlcd" / "patch3.tif", grid)
+    codes, nodata = read_labels_on_grid(sample_tile("nlcd", 3), grid)
     co = load_cooccurrence("chesapeake")
     full = weak_distribution(codes, co, 31.0, nodata)
     coarse = weak_distribution(codes, co, 31.0, nodata, downsample=4)

@@ -4,40 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
-from rasterio.transform import from_origin
 
 from geo_ppp.cli import main
 from geo_ppp.io.imagery import open_region
-
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
-NAIP, NLCD = TILES / "naip" / "patch0.tif", TILES / "nlcd" / "patch0.tif"
+from tests.conftest import NAIP, NLCD, TRUTH
 
 
 def _snapshot(folder: Path) -> dict[Path, str]:
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in folder.rglob("*")}
 
 
-def _image(path: Path, crs, transform, count: int = 4) -> Path:
+def _naip_bands(count: int = 4) -> np.ndarray:
+    """The sample NAIP's pixels, its bands repeated up to ``count`` bands."""
     with rasterio.open(NAIP) as src:
         data = src.read()
-    if count > 4:
-        data = np.concatenate([data, data[: count - 4]])
-    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": count,
-               "dtype": "uint8", "transform": transform}
-    if crs is not None:
-        profile["crs"] = crs
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
-    return path
+    return np.concatenate([data, data[: count - 4]]) if count > 4 else data
 
 
 LOCAL_WKT = 'LOCAL_CS["site grid",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
@@ -52,12 +39,14 @@ LOCAL_WKT = 'LOCAL_CS["site grid",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X"
         ("bands_too_few", "selects 2 band(s); give at least R, G, B"),
     ],
 )
-def test_segment_messages(tmp_path: Path, case: str, message: str) -> None:
+def test_segment_messages(tmp_path: Path, make_geotiff, case: str, message: str) -> None:
     image, extra = NAIP, []
     if case == "geographic_non_square":
-        image = _image(tmp_path / "geo.tif", "EPSG:4326", rasterio.Affine(1e-5, 0, -80.6, 0, -8e-6, 37.6))
+        image = make_geotiff(tmp_path / "geo.tif", _naip_bands(), crs="EPSG:4326",
+                             transform=rasterio.Affine(1e-5, 0, -80.6, 0, -8e-6, 37.6))
     elif case == "local_crs":
-        image = _image(tmp_path / "local.tif", rasterio.crs.CRS.from_wkt(LOCAL_WKT), from_origin(0, 256, 1, 1))
+        image = make_geotiff(tmp_path / "local.tif", _naip_bands(), crs=rasterio.crs.CRS.from_wkt(LOCAL_WKT),
+                             origin=(0, 256))
     elif case == "bands_repeated":
         extra = ["--bands", "1,1,1"]
     elif case == "bands_too_few":
@@ -81,8 +70,8 @@ def test_run_on_a_folder_says_to_pass_the_spec(tmp_path: Path) -> None:
     assert _snapshot(tmp_path) == before
 
 
-def test_an_eight_band_image_is_read_as_rgbn_with_a_warning(tmp_path: Path, caplog) -> None:
-    image = _image(tmp_path / "eight.tif", "EPSG:26917", from_origin(535399.0, 4170486.0, 1, 1), count=8)
+def test_an_eight_band_image_is_read_as_rgbn_with_a_warning(tmp_path: Path, make_geotiff, caplog) -> None:
+    image = make_geotiff(tmp_path / "eight.tif", _naip_bands(8), origin=(535399.0, 4170486.0))
     with caplog.at_level(logging.WARNING, logger="geo_ppp"):
         spec = open_region([str(image)])
     assert spec.bands == (1, 2, 3, 4)
@@ -121,7 +110,7 @@ def test_more_segment_messages(tmp_path: Path, case: str, message: str) -> None:
 
 
 def test_evaluate_names_the_file_with_unknown_codes(tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["evaluate", str(NLCD), str(TILES / "truth" / "patch0.tif")])
+    res = CliRunner().invoke(main, ["evaluate", str(NLCD), str(TRUTH)])
     assert res.exit_code == 1
     assert f"prediction {NLCD}: label codes [21, 41" in res.output
 
@@ -171,8 +160,8 @@ def test_a_true_alpha_band_masks_instead_of_being_read_as_nir(tmp_path: Path, ca
     from geo_ppp.io.imagery import ImageReader
 
     with rasterio.open(NAIP) as src:
-        rgb, profile = src.read()[:3], src.profile
-        nir_flagged_alpha = src.colorinterp[3] == rasterio.enums.ColorInterp.alpha
+        bands, profile = src.read(), src.profile
+    rgb = bands[:3]
     alpha = np.full((1, *rgb.shape[1:]), 255, np.uint8)
     alpha[0, :64, :64] = 0  # a transparent corner
     profile.update(count=4, photometric="RGB", alpha="YES", nodata=None)
@@ -186,12 +175,19 @@ def test_a_true_alpha_band_masks_instead_of_being_read_as_nir(tmp_path: Path, ca
     with ImageReader(spec) as reader:
         _, valid = reader.read(0, 0, 128, 128)
     assert not valid[:64, :64].any() and valid[64:, 64:].all()
-    # the sample NAIP flags its NIR band as alpha too: that one is data, read as band 4, no warning
+    # NAIP as many users hold it: the NIR band flagged alpha (RGB photometric with an alpha extra
+    # sample). That one is data (its values are not only 0 and 255): read as band 4, no warning
+    nir = tmp_path / "nir_flagged_alpha.tif"
+    with rasterio.open(nir, "w", **profile) as dst:
+        dst.write(bands)
+        assert dst.colorinterp[3] == rasterio.enums.ColorInterp.alpha  # what makes this half meaningful
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="geo_ppp"):
-        assert open_region([str(NAIP)]).bands == (1, 2, 3, 4)
+        assert open_region([str(nir)]).bands == (1, 2, 3, 4)
     assert "alpha mask" not in caplog.text
-    assert nir_flagged_alpha  # (what makes the second half of this test meaningful)
+    with ImageReader(open_region([str(nir)])) as reader:
+        data, valid = reader.read(0, 0, 256, 256)
+    assert valid.all() and np.array_equal(data[3], bands[3].astype(np.float32))  # NIR zeros (water) are data
 
 
 def test_run_with_an_unreachable_scheduler_creates_nothing(tmp_path: Path) -> None:

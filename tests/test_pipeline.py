@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shlex
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,8 @@ from geo_ppp.cli import main
 from geo_ppp.errors import InputError
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.pipeline import TileGrid, segment, tile_seed
-from tests.test_segment import _tiny_landcover_prior
+from tests.conftest import NAIP, NLCD, ROOT, one_window_reference, pixelwise, sample_tile
 
-ROOT = Path(__file__).resolve().parent.parent
-TILES = ROOT / "sample_tiles"
-NAIP = TILES / "naip" / "patch0.tif"
-NLCD = TILES / "nlcd" / "patch0.tif"
 CLIPS = ROOT / "tests" / "data"  # real NAIP clips copied by tests/data/build.py
 NAIP_06 = CLIPS / "naip_0.6m_epsg26911.tif"  # 0.6 m, EPSG:26911
 NAIP_5 = CLIPS / "naip_5m_epsg26914_crop.tif"  # 5 m, nodata 0, EPSG:26914
@@ -46,27 +41,7 @@ WEAK_CODES = (21, 41, 42, 81, 82, 71)  # all known to the chesapeake co-occurren
 LEGEND = load_legend("chesapeake")
 
 
-# -- the pixel-wise inference -----------------------------------------------------------------------
-
-_A = np.array(
-    [[1.6, -0.4, -0.9, -1.8], [-0.6, 1.5, -0.7, 0.3], [0.2, -1.2, 1.1, 0.6], [-1.1, 0.1, 0.4, 0.7]], np.float32
-)
-_C = np.array([-0.2, 0.1, -0.3, 0.15], np.float32)
-_D = np.array([0.5, -0.8, 0.6, -0.3], np.float32)
-
-
-def pixelwise(image, valid, weak, seeds, timings) -> np.ndarray:
-    """(B, C, T, T) image, weak codes -> (B, 4, T, T): a function of each pixel alone (+, *, / only)."""
-    x = image.astype(np.float32) / np.float32(255)
-    w = (weak % 7).astype(np.float32) / np.float32(7)
-    scores = []
-    for k in range(4):
-        a = _A[k]
-        logit = a[0] * x[:, 0] + a[1] * x[:, 1] + a[2] * x[:, 2] + a[3] * x[:, 3] + _C[k] + _D[k] * w
-        scores.append(np.float32(1) / (np.float32(0.05) + logit * logit))
-    total = scores[0] + scores[1] + scores[2] + scores[3]
-    return np.stack([s / total for s in scores], 1).astype(np.float32)
-
+# -- the pixel-wise inference: tests.conftest.pixelwise, counted --------------------------------------
 
 class Counting:
     """A pixel-wise inference that records the batch sizes it gets and can 'die' after some batches."""
@@ -92,7 +67,7 @@ class Killed(Exception):
 
 
 def _patch(i: int) -> np.ndarray:
-    with rasterio.open(TILES / "naip" / f"patch{i}.tif") as ds:
+    with rasterio.open(sample_tile("naip", i)) as ds:
         return ds.read()
 
 
@@ -103,26 +78,12 @@ def _region_array() -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(rows, axis=1)[:, :REGION_H, :REGION_W])
 
 
-def _write(path: Path, data: np.ndarray, crs: str | None = CRS, transform=None, nodata=None, **extra) -> Path:
-    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-               "dtype": data.dtype.name, **extra}
-    if crs is not None:
-        profile["crs"] = crs
-    if transform is not None:
-        profile["transform"] = transform
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
-
-
-def _vrt_of_two_files(folder: Path) -> Path:
+def _vrt_of_two_files(make_geotiff, folder: Path) -> Path:
     """A VRT mosaicking the region's top and bottom halves, each its own GeoTIFF (written by hand)."""
     data = _region_array()
     half = REGION_H // 2
-    _write(folder / "a.tif", data[:, :half], transform=from_origin(*ORIGIN, 1, 1))
-    _write(folder / "b.tif", data[:, half:], transform=from_origin(ORIGIN[0], ORIGIN[1] - half, 1, 1))
+    make_geotiff(folder / "a.tif", data[:, :half], origin=ORIGIN)
+    make_geotiff(folder / "b.tif", data[:, half:], transform=from_origin(ORIGIN[0], ORIGIN[1] - half, 1, 1))
     bands = []
     for b in range(1, 5):
         sources = "".join(
@@ -141,7 +102,7 @@ def _vrt_of_two_files(folder: Path) -> Path:
     return path
 
 
-def _weak(path: Path, margin: int = 128, cell: int = 8) -> Path:
+def _weak(make_geotiff, path: Path, margin: int = 128, cell: int = 8) -> Path:
     """NLCD-coded weak labels in blocks, in the image CRS on 8 m cells aligned with its 1 m pixels.
 
     Aligned cells keep nearest reprojection exact whatever the tile window (image pixel centres never
@@ -151,8 +112,8 @@ def _weak(path: Path, margin: int = 128, cell: int = 8) -> Path:
     w = (REGION_W + 2 * margin) // cell
     i, j = np.mgrid[0:h, 0:w]
     codes = np.asarray(WEAK_CODES, np.uint8)[(i // 3 * 5 + j // 4 * 3 + (i * j) % 4) % len(WEAK_CODES)]
-    return _write(path, codes[None], transform=from_origin(ORIGIN[0] - margin, ORIGIN[1] + margin, cell, cell),
-                  nodata=0)
+    transform = from_origin(ORIGIN[0] - margin, ORIGIN[1] + margin, cell, cell)
+    return make_geotiff(path, codes[None], transform=transform, nodata=0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -165,25 +126,20 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_landcover_prior(tmp_path_factory.mktemp("prior") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def region(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def region(make_geotiff, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A 700 x 560 4-band uint8 GeoTIFF of real NAIP pixels (EPSG:26917, 1 m) and its weak labels."""
     folder = tmp_path_factory.mktemp("region")
-    image = _write(folder / "region.tif", _region_array(), transform=from_origin(*ORIGIN, 1, 1))
-    return image, _weak(folder / "weak.tif")
+    image = make_geotiff(folder / "region.tif", _region_array(), origin=ORIGIN)
+    return image, _weak(make_geotiff, folder / "weak.tif")
 
 
 @pytest.fixture(scope="module")
-def baseline(region, prior, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+def baseline(region, tiny_lc_prior, tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     """The pixel-wise map and probabilities of the region with 256 / 32 tiles."""
     folder = tmp_path_factory.mktemp("baseline")
     image, weak = region
-    segment(image, weak, out=folder / "map.tif", prior=prior, infer=pixelwise, tile_size=256, overlap=32,
-            probabilities=folder / "p.tif")
+    segment(image, weak, out=folder / "map.tif", prior=tiny_lc_prior, infer=pixelwise, tile_size=256,
+            overlap=32, probabilities=folder / "p.tif")
     return {"map": _read(folder / "map.tif"), "probs": _read(folder / "p.tif", None),
             "bytes": (folder / "map.tif").read_bytes()}
 
@@ -207,11 +163,11 @@ def fast_cli(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("tile_size, overlap, tiles", [(128, 16, 35), (768, 32, 1), (256, 64, 12)])
-def test_tiled_map_does_not_depend_on_the_tiling(region, prior, baseline, tmp_path: Path, tile_size: int,
-                                                  overlap: int, tiles: int) -> None:
+def test_tiled_map_does_not_depend_on_the_tiling(region, tiny_lc_prior, baseline, tmp_path: Path,
+                                                 tile_size: int, overlap: int, tiles: int) -> None:
     image, weak = region
-    res = segment(image, weak, out=tmp_path / "map.tif", prior=prior, infer=pixelwise, tile_size=tile_size,
-                  overlap=overlap, batch_size=5, probabilities=tmp_path / "p.tif")
+    res = segment(image, weak, out=tmp_path / "map.tif", prior=tiny_lc_prior, infer=pixelwise,
+                  tile_size=tile_size, overlap=overlap, batch_size=5, probabilities=tmp_path / "p.tif")
     assert res.stats["tiles"] == res.stats["ran"] == tiles == len(TileGrid(REGION_H, REGION_W, tile_size, overlap))
     codes = _read(tmp_path / "map.tif")
     assert codes.shape == (REGION_H, REGION_W)
@@ -222,12 +178,12 @@ def test_tiled_map_does_not_depend_on_the_tiling(region, prior, baseline, tmp_pa
     assert np.abs(probs.astype(int) - baseline["probs"].astype(int)).max() <= 1  # within 1/255
 
 
-def test_tiling_independence_with_real_nlcd_in_another_crs(prior, tmp_path: Path) -> None:
+def test_tiling_independence_with_real_nlcd_in_another_crs(tiny_lc_prior, tmp_path: Path) -> None:
     """The real 30 m NLCD (EPSG:5070) is reprojected per tile: small tiles still give the same map."""
     maps = []
     for size, overlap in ((256, 32), (64, 8), (40, 8)):
-        segment(NAIP, NLCD, out=tmp_path / f"{size}.tif", prior=prior, infer=pixelwise, tile_size=size,
-                overlap=overlap)
+        segment(NAIP, NLCD, out=tmp_path / f"{size}.tif", prior=tiny_lc_prior, infer=pixelwise,
+                tile_size=size, overlap=overlap)
         maps.append(_read(tmp_path / f"{size}.tif"))
     assert len(np.unique(maps[0])) >= 2
     assert all(np.array_equal(maps[0], m) for m in maps[1:])
@@ -253,19 +209,17 @@ def test_tiled_map_equals_the_pixelwise_function_on_the_whole_image(region, base
 # -- 2. the tiled path equals the single-window path ------------------------------------------------
 
 
-def test_one_tile_equals_the_single_window_method(prior, tmp_path: Path) -> None:
+def test_one_tile_equals_the_single_window_method(tiny_lc_prior, tmp_path: Path) -> None:
     """A 256 x 256 image is one tile: the pipeline must give the one-window method's map with the tile's seed.
 
     The pipeline keeps tile probabilities as float16 in its work dir, so pixels whose top-2
     probability margin (in the single-window float32 result) is below 2e-3 may flip; only those may
     differ, and they must be rare (< 0.5 % of the pixels).
     """
-    from tests.conftest import one_window_reference
-
-    res = segment(NAIP, NLCD, out=tmp_path / "map.tif", prior=prior, steps=2, seed=11,
+    res = segment(NAIP, NLCD, out=tmp_path / "map.tif", prior=tiny_lc_prior, steps=2, seed=11,
                   probabilities=tmp_path / "p.tif")
     assert res.stats["tiles"] == res.stats["ran"] == 1
-    ref_codes, ref_probs = one_window_reference(NAIP, NLCD, prior, steps=2, seed=tile_seed(11, 0, 0))
+    ref_codes, ref_probs = one_window_reference(NAIP, NLCD, tiny_lc_prior, steps=2, seed=tile_seed(11, 0, 0))
     codes = _read(tmp_path / "map.tif")
     top2 = np.sort(ref_probs, 0)
     near_tie = top2[-1] - top2[-2] < 2e-3
@@ -280,9 +234,10 @@ def test_one_tile_equals_the_single_window_method(prior, tmp_path: Path) -> None
 # -- 3. resume ---------------------------------------------------------------------------------------
 
 
-def test_resume_skips_finished_tiles_and_gives_the_same_map(region, prior, baseline, tmp_path: Path) -> None:
+def test_resume_skips_finished_tiles_and_gives_the_same_map(region, tiny_lc_prior, baseline,
+                                                            tmp_path: Path) -> None:
     image, weak = region
-    kw = {"prior": prior, "tile_size": 128, "overlap": 16, "batch_size": 4}
+    kw = {"prior": tiny_lc_prior, "tile_size": 128, "overlap": 16, "batch_size": 4}
     total = len(TileGrid(REGION_H, REGION_W, 128, 16))  # 35 tiles, 9 batches
     work = tmp_path / "work"
     out = tmp_path / "a" / "map.tif"
@@ -325,9 +280,9 @@ def test_resume_skips_finished_tiles_and_gives_the_same_map(region, prior, basel
     assert np.array_equal(_read(tmp_path / "c.tif"), baseline["map"])  # the pixel-wise map ignores seeds
 
 
-def test_resume_in_the_default_work_dir(region, prior, baseline, tmp_path: Path) -> None:
+def test_resume_in_the_default_work_dir(region, tiny_lc_prior, baseline, tmp_path: Path) -> None:
     image, weak = region
-    kw = {"prior": prior, "tile_size": 256, "overlap": 32, "batch_size": 2}
+    kw = {"prior": tiny_lc_prior, "tile_size": 256, "overlap": 32, "batch_size": 2}
     assert len(TileGrid(REGION_H, REGION_W, 256, 32)) == 9  # 5 batches
     out = tmp_path / "map.tif"
     with pytest.raises(Killed):
@@ -346,11 +301,11 @@ def test_resume_in_the_default_work_dir(region, prior, baseline, tmp_path: Path)
 # -- 4. a region of several files in different CRSs -----------------------------------------------------
 
 
-def test_region_of_two_files_in_two_utm_zones(region, prior, tmp_path: Path) -> None:
+def test_region_of_two_files_in_two_utm_zones(make_geotiff, region, tiny_lc_prior, tmp_path: Path) -> None:
     image, weak = region
     data = _region_array()
     split = 320
-    a = _write(tmp_path / "a.tif", np.ascontiguousarray(data[:, :, :split]), transform=from_origin(*ORIGIN, 1, 1))
+    a = make_geotiff(tmp_path / "a.tif", np.ascontiguousarray(data[:, :, :split]), origin=ORIGIN)
     # the right part (overlapping the left one by 16 px, as neighbouring scenes do), reprojected to
     # the next UTM zone west (rotated by ~4 degrees there)
     right = np.ascontiguousarray(data[:, :, split - 16 :])
@@ -361,9 +316,10 @@ def test_region_of_two_files_in_two_utm_zones(region, prior, tmp_path: Path) -> 
     warped = np.zeros((4, dh, dw), np.uint8)
     reproject(right, warped, src_transform=src_transform, src_crs=CRS, dst_transform=dst_transform,
               dst_crs="EPSG:26916", dst_nodata=0, resampling=rasterio.enums.Resampling.bilinear)
-    b = _write(tmp_path / "b.tif", warped, crs="EPSG:26916", transform=dst_transform, nodata=0)
+    b = make_geotiff(tmp_path / "b.tif", warped, crs="EPSG:26916", transform=dst_transform, nodata=0)
 
-    res = segment([a, b], weak, out=tmp_path / "map.tif", prior=prior, infer=pixelwise, tile_size=128, overlap=16)
+    res = segment([a, b], weak, out=tmp_path / "map.tif", prior=tiny_lc_prior, infer=pixelwise, tile_size=128,
+                  overlap=16)
     with rasterio.open(tmp_path / "map.tif") as ds:
         assert ds.crs == CRS and ds.res == (1.0, 1.0)
         t = ds.transform
@@ -385,12 +341,13 @@ def test_region_of_two_files_in_two_utm_zones(region, prior, tmp_path: Path) -> 
     core[row0 + 3 : row0 + REGION_H - 3, col0 : col0 + REGION_W - 3] = True
     assert (codes[core] != 0).all()
     # the first file's part is exactly the map of that file alone (first file wins where they meet)
-    segment(a, weak, out=tmp_path / "a-map.tif", prior=prior, infer=pixelwise, tile_size=128, overlap=16)
+    segment(a, weak, out=tmp_path / "a-map.tif", prior=tiny_lc_prior, infer=pixelwise, tile_size=128,
+            overlap=16)
     alone = _read(tmp_path / "a-map.tif")
     assert np.array_equal(codes[row0 : row0 + REGION_H, col0 : col0 + split], alone)
     # and the reprojected part agrees with the single-file map almost everywhere (resampled twice)
-    whole = segment(image, weak, out=tmp_path / "whole.tif", prior=prior, infer=pixelwise, tile_size=128,
-                    overlap=16)
+    whole = segment(image, weak, out=tmp_path / "whole.tif", prior=tiny_lc_prior, infer=pixelwise,
+                    tile_size=128, overlap=16)
     assert whole.stats["ran"] > 0
     ref = _read(tmp_path / "whole.tif")[3:-3, split + 3 : -3]
     got = codes[row0 + 3 : row0 + REGION_H - 3, col0 + split + 3 : col0 + REGION_W - 3]
@@ -400,7 +357,7 @@ def test_region_of_two_files_in_two_utm_zones(region, prior, tmp_path: Path) -> 
 # -- 5. imagery at another resolution -----------------------------------------------------------------------
 
 
-def _nlcd_blocks(path: Path, image: Path, margin: float = 90.0) -> Path:
+def _nlcd_blocks(make_geotiff, path: Path, image: Path, margin: float = 90.0) -> Path:
     """Synthetic NLCD codes {41, 81, 21} in 30 m cells and 150 m blocks, EPSG:5070, covering ``image``."""
     with rasterio.open(image) as ds:
         left, bottom, right, top = transform_bounds(ds.crs, "EPSG:5070", *ds.bounds, densify_pts=21)
@@ -409,15 +366,15 @@ def _nlcd_blocks(path: Path, image: Path, margin: float = 90.0) -> Path:
     h = int(np.ceil((top - bottom + margin) / 30))
     i, j = np.mgrid[0:h, 0:w]
     codes = np.array([41, 81, 21], np.uint8)[(i // 5 + 2 * (j // 5)) % 3]
-    return _write(path, codes[None], crs="EPSG:5070", transform=from_origin(left, top, 30, 30), nodata=0)
+    return make_geotiff(path, codes[None], crs="EPSG:5070", origin=(left, top), res=30, nodata=0)
 
 
-def test_imagery_at_another_resolution_maps_on_its_own_grid(prior, tmp_path: Path,
+def test_imagery_at_another_resolution_maps_on_its_own_grid(make_geotiff, tiny_lc_prior, tmp_path: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
-    weak = _nlcd_blocks(tmp_path / "nlcd.tif", NAIP_06)
+    weak = _nlcd_blocks(make_geotiff, tmp_path / "nlcd.tif", NAIP_06)
     with caplog.at_level(logging.INFO, logger="geo_ppp"):
-        res = segment(NAIP_06, weak, out=tmp_path / "map.tif", prior=prior, infer=pixelwise, tile_size=128,
-                      overlap=16, probabilities=tmp_path / "p.tif")
+        res = segment(NAIP_06, weak, out=tmp_path / "map.tif", prior=tiny_lc_prior, infer=pixelwise,
+                      tile_size=128, overlap=16, probabilities=tmp_path / "p.tif")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("geo_ppp")]
     assert any("resampled" in r.getMessage() for r in caplog.records)  # said, at info level
     assert res.stats["ran"] == res.stats["tiles"] >= 2
@@ -443,12 +400,13 @@ def test_imagery_at_another_resolution_maps_on_its_own_grid(prior, tmp_path: Pat
     assert agree > shifted + 0.02
 
 
-def test_a_large_resampling_factor_is_warned_about(prior, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_large_resampling_factor_is_warned_about(make_geotiff, tiny_lc_prior, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
     from geo_ppp.pipeline import plan
 
-    weak = _nlcd_blocks(tmp_path / "nlcd.tif", NAIP_5)
+    weak = _nlcd_blocks(make_geotiff, tmp_path / "nlcd.tif", NAIP_5)
     with caplog.at_level(logging.INFO, logger="geo_ppp"):
-        job = plan(NAIP_5, weak, workdir=tmp_path / "w", prior=prior)
+        job = plan(NAIP_5, weak, workdir=tmp_path / "w", prior=tiny_lc_prior)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "factor 5.0" in warnings[0], warnings
     assert job.image.resampled and job.image.grid.width == 240
@@ -458,15 +416,16 @@ def test_a_large_resampling_factor_is_warned_about(prior, tmp_path: Path, caplog
 # -- 6. nodata ---------------------------------------------------------------------------------------
 
 
-def test_nodata_pixels_stay_nodata_and_empty_tiles_are_skipped(prior, tmp_path: Path) -> None:
+def test_nodata_pixels_stay_nodata_and_empty_tiles_are_skipped(make_geotiff, tiny_lc_prior,
+                                                               tmp_path: Path) -> None:
     data = np.concatenate([np.concatenate([_patch(0), _patch(1)], 2), np.concatenate([_patch(2), _patch(3)], 2)], 1)
     data[:, (data == 0).all(0)] = 1  # real pixels that happen to be all 0 would read as nodata
     data[:, :300, :300] = 0  # a hole that holds tile (0, 0) entirely
-    image = _write(tmp_path / "img.tif", data, transform=from_origin(*ORIGIN, 1, 1), nodata=0)
+    image = make_geotiff(tmp_path / "img.tif", data, origin=ORIGIN, nodata=0)
     fn = Counting()
     out = tmp_path / "map.tif"
-    res = segment(image, _weak(tmp_path / "weak.tif"), out=out, prior=prior, infer=fn, tile_size=256, overlap=32,
-                  batch_size=3, probabilities=tmp_path / "p.tif")
+    res = segment(image, _weak(make_geotiff, tmp_path / "weak.tif"), out=out, prior=tiny_lc_prior, infer=fn,
+                  tile_size=256, overlap=32, batch_size=3, probabilities=tmp_path / "p.tif")
     grid = TileGrid(512, 512, 256, 32)  # 3 x 3 tiles; only tile (0, 0) is all nodata
     assert res.stats["tiles"] == len(grid) == 9
     assert res.stats["skipped"] == 1 and res.stats["ran"] == 8 == sum(fn.calls)
@@ -481,32 +440,35 @@ def test_nodata_pixels_stay_nodata_and_empty_tiles_are_skipped(prior, tmp_path: 
 
 
 @pytest.mark.parametrize("read", ["aligned", "warped"])
-def test_nir_zeros_are_data_not_holes(prior, tmp_path: Path, read: str) -> None:
+def test_nir_zeros_are_data_not_holes(make_geotiff, tiny_lc_prior, tmp_path: Path, read: str) -> None:
     """4-band NAIP flags NIR as alpha; NIR = 0 (water) is data, read directly or through a warp."""
     src = NAIP if read == "aligned" else NAIP_06  # 1 m: read as is; 0.6 m: warped to the prior's 1 m
     with rasterio.open(src) as ds:
-        assert ds.colorinterp[3] == rasterio.enums.ColorInterp.alpha and ds.nodata is None
+        assert ds.nodata is None
         profile, data = ds.profile, ds.read()
     data[3, 40:100, 50:120] = 0
     image = tmp_path / "img.tif"
-    with rasterio.open(image, "w", **profile) as dst:
-        dst.write(data)
-    weak = NLCD if read == "aligned" else _nlcd_blocks(tmp_path / "nlcd.tif", src)
-    res = segment(image, weak, out=tmp_path / "map.tif", prior=prior, infer=pixelwise, tile_size=128, overlap=16)
+    with rasterio.open(image, "w", **{**profile, "photometric": "RGB", "alpha": "YES"}) as dst:
+        dst.write(data)  # NIR written as the alpha extra sample, as many NAIP files come
+    with rasterio.open(image) as ds:
+        assert ds.colorinterp[3] == rasterio.enums.ColorInterp.alpha
+    weak = NLCD if read == "aligned" else _nlcd_blocks(make_geotiff, tmp_path / "nlcd.tif", src)
+    res = segment(image, weak, out=tmp_path / "map.tif", prior=tiny_lc_prior, infer=pixelwise, tile_size=128,
+                  overlap=16)
     assert res.stats["skipped"] == 0
     codes = _read(tmp_path / "map.tif")
     assert (codes[40:100, 50:120] != 0).all()
     assert (codes != 0).mean() > 0.99
 
 
-def test_an_all_nodata_region_is_an_error(prior, tmp_path: Path) -> None:
-    image = _write(tmp_path / "img.tif", np.zeros((4, 200, 300), np.uint8), transform=from_origin(*ORIGIN, 1, 1),
-                   nodata=0)
+def test_an_all_nodata_region_is_an_error(make_geotiff, tiny_lc_prior, tmp_path: Path) -> None:
+    image = make_geotiff(tmp_path / "img.tif", np.zeros((4, 200, 300), np.uint8), origin=ORIGIN, nodata=0)
     fn = Counting()
     out = tmp_path / "out" / "map.tif"
     out.parent.mkdir()
     with pytest.raises(InputError, match="no tile of the region holds a valid pixel"):
-        segment(image, _weak(tmp_path / "weak.tif"), out=out, prior=prior, infer=fn, tile_size=128, overlap=16)
+        segment(image, _weak(make_geotiff, tmp_path / "weak.tif"), out=out, prior=tiny_lc_prior, infer=fn,
+                tile_size=128, overlap=16)
     assert fn.calls == []
     assert [p.name for p in out.parent.iterdir()] == ["map.tif.work"]  # kept: only .skip markers
 
@@ -514,11 +476,13 @@ def test_an_all_nodata_region_is_an_error(prior, tmp_path: Path) -> None:
 # -- 7. outputs --------------------------------------------------------------------------------------
 
 
-def test_outputs_cog_style_config_and_products(region, baseline, prior, tmp_path: Path, fast_cli) -> None:
+def test_outputs_cog_style_config_and_products(region, baseline, tiny_lc_prior, tmp_path: Path,
+                                               fast_cli) -> None:
     image, weak = region
     out = tmp_path / "map.tif"
-    res = _cli([str(image), "--weak-labels", str(weak), "--out", str(out), "--prior", str(prior), "--seed", "7",
-                "--tile-size", "128", "--overlap", "16", "--probabilities", str(tmp_path / "p.tif"), "-q"])
+    res = _cli([str(image), "--weak-labels", str(weak), "--out", str(out), "--prior", str(tiny_lc_prior),
+                "--seed", "7", "--tile-size", "128", "--overlap", "16", "--probabilities",
+                str(tmp_path / "p.tif"), "-q"])
     assert res.exit_code == 0, res.output
     assert "35 tiles ran" in res.output
     with rasterio.open(out) as ds:
@@ -557,14 +521,14 @@ def test_outputs_cog_style_config_and_products(region, baseline, prior, tmp_path
     assert hidden == []
 
 
-def test_vector_output_has_one_row_per_class_present(prior, tmp_path: Path, fast_cli) -> None:
+def test_vector_output_has_one_row_per_class_present(tiny_lc_prior, tmp_path: Path, fast_cli) -> None:
     """--vector on a small AOI (the pixel-wise map is speckled: polygonising all of it is slow)."""
     import geopandas as gpd
 
     out = tmp_path / "map.tif"
     aoi = f"{ORIGIN[0] + 64},{ORIGIN[1] - 160},{ORIGIN[0] + 160},{ORIGIN[1] - 64}"
-    res = _cli([str(NAIP), "--weak-labels", str(NLCD), "--out", str(out), "--prior", str(prior), "--aoi", aoi,
-                "--vector", str(tmp_path / "map.gpkg"), "-q"])
+    res = _cli([str(NAIP), "--weak-labels", str(NLCD), "--out", str(out), "--prior", str(tiny_lc_prior),
+                "--aoi", aoi, "--vector", str(tmp_path / "map.gpkg"), "-q"])
     assert res.exit_code == 0, res.output
     codes = _read(out)
     assert codes.shape == (96, 96)
@@ -578,10 +542,11 @@ def test_vector_output_has_one_row_per_class_present(prior, tmp_path: Path, fast
     assert abs(gdf.geometry.area.sum() - (codes != 0).sum()) < 0.05 * codes.size
 
 
-def test_quicklook_png(region, prior, tmp_path: Path) -> None:
+def test_quicklook_png(region, tiny_lc_prior, tmp_path: Path) -> None:
     pytest.importorskip("geo_ppp.io.quicklook")
     image, weak = region
-    res = segment(image, weak, out=tmp_path / "map.tif", prior=prior, infer=pixelwise, quicklook=tmp_path / "q.png")
+    res = segment(image, weak, out=tmp_path / "map.tif", prior=tiny_lc_prior, infer=pixelwise,
+                  quicklook=tmp_path / "q.png")
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert res.outputs["quicklook"] == tmp_path / "q.png"
 
@@ -605,14 +570,14 @@ def _nlcd_polygons(path: Path, attribute: str = "nlcd", offset: float = 0.0) -> 
     return path
 
 
-def test_vector_weak_labels(tmp_path: Path, prior, fast_cli) -> None:
+def test_vector_weak_labels(tmp_path: Path, tiny_lc_prior, fast_cli) -> None:
     gpkg = _nlcd_polygons(tmp_path / "nlcd.gpkg")
     out = tmp_path / "v.tif"
     res = _cli([str(NAIP), "--weak-labels", str(gpkg), "--label-attribute", "nlcd", "--out", str(out),
-                "--prior", str(prior), "-q"])
+                "--prior", str(tiny_lc_prior), "-q"])
     assert res.exit_code == 0, res.output
-    res = _cli([str(NAIP), "--weak-labels", str(NLCD), "--out", str(tmp_path / "r.tif"), "--prior", str(prior),
-                "-q"])
+    res = _cli([str(NAIP), "--weak-labels", str(NLCD), "--out", str(tmp_path / "r.tif"), "--prior",
+                str(tiny_lc_prior), "-q"])
     assert res.exit_code == 0, res.output
     # the same classes from polygons as from the raster they came from, except along polygon edges
     v, r = _read(out), _read(tmp_path / "r.tif")
@@ -620,7 +585,8 @@ def test_vector_weak_labels(tmp_path: Path, prior, fast_cli) -> None:
     config = json.loads((tmp_path / "v.tif.json").read_text())
     assert config["weak_labels"]["kind"] == "vector" and config["weak_labels"]["attribute"] == "nlcd"
 
-    res = _cli([str(NAIP), "--weak-labels", str(gpkg), "--out", str(tmp_path / "x.tif"), "--prior", str(prior)])
+    res = _cli([str(NAIP), "--weak-labels", str(gpkg), "--out", str(tmp_path / "x.tif"), "--prior",
+                str(tiny_lc_prior)])
     assert res.exit_code != 0
     assert "--label-attribute" in res.output
     assert not (tmp_path / "x.tif").exists()
@@ -629,12 +595,12 @@ def test_vector_weak_labels(tmp_path: Path, prior, fast_cli) -> None:
 # -- 9. AOI ------------------------------------------------------------------------------------------
 
 
-def test_aoi_crops_the_output_grid(tmp_path: Path, prior) -> None:
+def test_aoi_crops_the_output_grid(tmp_path: Path, tiny_lc_prior) -> None:
     with rasterio.open(NAIP) as ds:
         b = ds.bounds
         transform = ds.transform
     half = (b.left, b.bottom, b.left + 128, b.top)
-    res = segment(NAIP, NLCD, out=tmp_path / "half.tif", prior=prior, infer=pixelwise,
+    res = segment(NAIP, NLCD, out=tmp_path / "half.tif", prior=tiny_lc_prior, infer=pixelwise,
                   aoi=",".join(str(v) for v in half))
     with rasterio.open(tmp_path / "half.tif") as ds:
         assert (ds.width, ds.height) == (128, 256)
@@ -643,7 +609,7 @@ def test_aoi_crops_the_output_grid(tmp_path: Path, prior) -> None:
     assert (codes != 0).all()
     assert res.stats["tiles"] == 1
     # the map on the AOI is the whole image's map cropped (pixel-wise inference)
-    segment(NAIP, NLCD, out=tmp_path / "whole.tif", prior=prior, infer=pixelwise)
+    segment(NAIP, NLCD, out=tmp_path / "whole.tif", prior=tiny_lc_prior, infer=pixelwise)
     assert np.array_equal(codes, _read(tmp_path / "whole.tif")[:, :128])
 
     # the same box in EPSG:4326: the AOI polygon is a slightly rotated quad in the image CRS
@@ -653,7 +619,7 @@ def test_aoi_crops_the_output_grid(tmp_path: Path, prior) -> None:
 
     lon_lat = transform_bounds(CRS, "EPSG:4326", *half)
     spec = ",".join(f"{v:.7f}" for v in lon_lat) + "@EPSG:4326"
-    segment(NAIP, NLCD, out=tmp_path / "geo.tif", prior=prior, infer=pixelwise, aoi=spec)
+    segment(NAIP, NLCD, out=tmp_path / "geo.tif", prior=tiny_lc_prior, infer=pixelwise, aoi=spec)
     poly = read_aoi(spec, CRS)
     with rasterio.open(tmp_path / "geo.tif") as ds:
         t = ds.transform
@@ -669,7 +635,7 @@ def test_aoi_crops_the_output_grid(tmp_path: Path, prior) -> None:
     assert (~contains_xy(poly.buffer(1.0), x, y)).any()  # there are pixels outside the quad
 
     with pytest.raises(InputError, match="does not overlap"):
-        segment(NAIP, NLCD, out=tmp_path / "far.tif", prior=prior, infer=pixelwise, aoi="0,0,100,100")
+        segment(NAIP, NLCD, out=tmp_path / "far.tif", prior=tiny_lc_prior, infer=pixelwise, aoi="0,0,100,100")
     assert not (tmp_path / "far.tif").exists()
 
 
@@ -699,7 +665,8 @@ BAD_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
-def test_segment_bad_input_leaves_nothing(tmp_path: Path, prior, fast_cli, case: str) -> None:
+def test_segment_bad_input_leaves_nothing(make_geotiff, tmp_path: Path, tiny_lc_prior, fast_cli,
+                                          case: str) -> None:
     inputs = tmp_path / "in"
     inputs.mkdir()
     out_dir = tmp_path / "out"
@@ -711,11 +678,9 @@ def test_segment_bad_input_leaves_nothing(tmp_path: Path, prior, fast_cli, case:
         image = inputs / "img.tif"
         image.write_text("this is not a GeoTIFF\n")
     elif case == "no_crs":
-        image = _write(inputs / "img.tif", naip, crs=None, transform=from_origin(*ORIGIN, 1, 1))
+        image = make_geotiff(inputs / "img.tif", naip, crs=None, origin=ORIGIN)
     elif case == "no_geotransform":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            image = _write(inputs / "img.tif", naip, crs=CRS)
+        image = make_geotiff(inputs / "img.tif", naip, crs=CRS)
     elif case == "aoi_misses":
         extra = ["--aoi", "500000,4000000,500100,4000100"]
     elif case == "aoi_not_a_bbox":
@@ -748,17 +713,18 @@ def test_segment_bad_input_leaves_nothing(tmp_path: Path, prior, fast_cli, case:
     elif case == "nan_in_the_last_tile":  # found while planning, not when its tile comes
         data = _region_array().astype(np.float32)
         data[:, -5:, -5:] = np.nan
-        image = _write(inputs / "img.tif", data, transform=from_origin(*ORIGIN, 1, 1))
+        image = make_geotiff(inputs / "img.tif", data, origin=ORIGIN)
     elif case == "truncated_cog":  # the header reads, the last blocks do not
         data = _region_array()
-        full = _write(inputs / "full.tif", data, transform=from_origin(*ORIGIN, 1, 1), tiled=True,
-                      blockxsize=128, blockysize=128, compress="deflate")
+        full = make_geotiff(inputs / "full.tif", data, origin=ORIGIN, tiled=True,
+                            blockxsize=128, blockysize=128, compress="deflate")
         image = inputs / "img.tif"
         image.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.7)])
     elif case == "vrt_source_missing":
-        image = _vrt_of_two_files(inputs)
+        image = _vrt_of_two_files(make_geotiff, inputs)
         (inputs / "b.tif").unlink()  # the VRT opens; its second half's source is gone
-    args = [str(image), "--weak-labels", str(weak), "--out", str(out), "--prior", str(prior), "-q", *extra]
+    args = [str(image), "--weak-labels", str(weak), "--out", str(out), "--prior", str(tiny_lc_prior), "-q",
+            *extra]
 
     res = _cli(args)
     assert res.exit_code != 0
@@ -780,14 +746,15 @@ def test_segment_bad_input_leaves_nothing(tmp_path: Path, prior, fast_cli, case:
     assert sorted(p.name for p in out_dir.iterdir()) == ["map.tif"]
 
 
-def test_output_folder_that_cannot_be_written(tmp_path: Path, prior, fast_cli) -> None:
+def test_output_folder_that_cannot_be_written(tmp_path: Path, tiny_lc_prior, fast_cli) -> None:
     if os.geteuid() == 0:
         pytest.skip("root writes into read-only folders; the missing-folder cases cover this path")
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        res = _cli([str(NAIP), "--weak-labels", str(NLCD), "--out", str(folder / "map.tif"), "--prior", str(prior)])
+        res = _cli([str(NAIP), "--weak-labels", str(NLCD), "--out", str(folder / "map.tif"), "--prior",
+                    str(tiny_lc_prior)])
         assert res.exit_code != 0 and "not writable" in res.output
         assert list(folder.iterdir()) == []
     finally:
@@ -797,18 +764,20 @@ def test_output_folder_that_cannot_be_written(tmp_path: Path, prior, fast_cli) -
 # -- 11. determinism with the real method --------------------------------------------------------------
 
 
-def test_same_seed_same_map_other_seed_other_probabilities(prior, tmp_path: Path) -> None:
+def test_same_seed_same_map_other_seed_other_probabilities(make_geotiff, tiny_lc_prior,
+                                                           tmp_path: Path) -> None:
     """Two 128-pixel tiles (overlapping by 32) with the tiny prior and three steps.
 
     Three steps move the estimate little, so another seed may round to the same uint8 probabilities;
     the tiles kept in the work dir (float16) show that the seed reaches every tile.
     """
     data = _patch(0)[:, :128, :224]
-    image = _write(tmp_path / "img.tif", np.ascontiguousarray(data), transform=from_origin(*ORIGIN, 1, 1))
+    image = make_geotiff(tmp_path / "img.tif", np.ascontiguousarray(data), origin=ORIGIN)
     runs = {}
     for name, seed in (("a", 4), ("b", 4), ("c", 5)):
-        res = segment(image, NLCD, out=tmp_path / f"{name}.tif", prior=prior, steps=3, seed=seed, tile_size=128,
-                      overlap=32, probabilities=tmp_path / f"{name}-p.tif", workdir=tmp_path / f"{name}-work")
+        res = segment(image, NLCD, out=tmp_path / f"{name}.tif", prior=tiny_lc_prior, steps=3, seed=seed,
+                      tile_size=128, overlap=32, probabilities=tmp_path / f"{name}-p.tif",
+                      workdir=tmp_path / f"{name}-work")
         assert res.stats["ran"] == res.stats["tiles"] == 2
         tiles = [np.load(tmp_path / f"{name}-work" / "tiles" / f"r0000_c000{c}.npy") for c in (0, 1)]
         runs[name] = (_read(tmp_path / f"{name}.tif"), _read(tmp_path / f"{name}-p.tif", None), tiles)

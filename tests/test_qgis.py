@@ -1,8 +1,9 @@
 """The real client: QGIS opens a written class map, applies its style and draws it.
 
 PyQGIS lives in the system Python (``/usr/bin/python3``), not in the project's virtualenv, so the
-check runs a script there in a subprocess. The module fixture installs QGIS from the Debian
-registry when it is missing (``apt-get``, as root) and skips the tests when that is impossible.
+check runs a script there in a subprocess. The tests are marked ``qgis`` and skip themselves when
+that Python cannot import ``qgis.core``; they never install anything. Install QGIS with
+``apt-get install qgis python3-qgis`` (Debian, as root); CI (``.ci/run``) does so before the tests.
 
 :func:`check_in_qgis` takes any map path, so it can also be pointed at pipeline outputs.
 """
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,12 @@ import rasterio
 from geo_ppp.geo.grid import Grid
 from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.io import qml_path, read_class_raster, write_category_names, write_class_map, write_qml
+from tests.conftest import TRUTH, sample_tile
+
+pytestmark = pytest.mark.qgis
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-TILES = Path(__file__).resolve().parents[1] / "sample_tiles"
-INSTALL_TIMEOUT_S = 900
+INSTALL_HINT = "apt-get install qgis python3-qgis"
 RUN_TIMEOUT_S = 180
 MARKER = "GEO_PPP_QGIS_JSON:"
 
@@ -106,47 +107,16 @@ def _pyqgis_importable() -> tuple[bool, str]:
         res = _run([SYSTEM_PYTHON, "-c", "import qgis.core"], 120, {**os.environ, **QGIS_ENV})
     except subprocess.TimeoutExpired:
         return False, "`import qgis.core` took over 120 s"
-    return res.returncode == 0, res.stderr.strip()[-500:]
-
-
-def _apt_install() -> str:
-    """Install QGIS with apt-get (an update first only if a plain install fails); returns a log line."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "qgis", "python3-qgis"]
-    start = time.monotonic()
-    deadline = start + INSTALL_TIMEOUT_S
-    res = _run(install, INSTALL_TIMEOUT_S, env)
-    if res.returncode != 0:
-        update = _run(["apt-get", "update"], max(deadline - time.monotonic(), 1), env)
-        if update.returncode != 0:
-            return f"apt-get update failed: {update.stderr.strip()[-500:]}"
-        res = _run(install, max(deadline - time.monotonic(), 1), env)
-    took = time.monotonic() - start
-    if res.returncode != 0:
-        return f"apt-get install failed after {took:.0f} s: {res.stderr.strip()[-500:]}"
-    return f"apt-get installed qgis python3-qgis in {took:.0f} s"
+    lines = res.stderr.strip().splitlines()
+    return res.returncode == 0, lines[-1] if lines else f"exit code {res.returncode}"
 
 
 @pytest.fixture(scope="module")
 def pyqgis() -> str:
-    """The Python that imports ``qgis.core``; installs QGIS if needed, skips if that is impossible."""
-    ok, why = _pyqgis_importable()
-    if ok:
-        return SYSTEM_PYTHON
-    if not Path(SYSTEM_PYTHON).exists():
-        pytest.skip(why)
-    if shutil.which("apt-get") is None:
-        pytest.skip(f"PyQGIS is missing ({why}) and there is no apt-get to install it")
-    if os.geteuid() != 0:
-        pytest.skip(f"PyQGIS is missing ({why}) and installing it with apt-get needs root")
-    try:
-        log = _apt_install()
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"installing QGIS with apt-get took over {INSTALL_TIMEOUT_S} s")
-    print(log)
+    """The Python that imports ``qgis.core``; skips the tests when there is none (nothing is installed)."""
     ok, why = _pyqgis_importable()
     if not ok:
-        pytest.skip(f"PyQGIS still cannot be imported ({log}): {why}")
+        pytest.skip(f"PyQGIS is not importable by {SYSTEM_PYTHON} ({why}); install QGIS with `{INSTALL_HINT}`")
     return SYSTEM_PYTHON
 
 
@@ -227,7 +197,7 @@ def check_in_qgis(
 def chesapeake_map(tmp_path: Path) -> tuple[Path, Grid, Legend]:
     """The sample truth tile as a chesapeake class map, with its .qml and category names."""
     legend = load_legend("chesapeake")
-    truth, nodata, grid = read_class_raster(TILES / "truth" / "patch0.tif", "truth")
+    truth, nodata, grid = read_class_raster(TRUTH, "truth")
     codes = legend.to_codes(legend.to_index(truth, nodata))
     tif = write_class_map(tmp_path / "map.tif", codes, grid, legend, tags={"RUN": "qgis-test"})
     write_qml(qml_path(tif), legend)
@@ -237,7 +207,7 @@ def chesapeake_map(tmp_path: Path) -> tuple[Path, Grid, Legend]:
 
 def test_qgis_opens_styles_and_renders_a_class_map(pyqgis, chesapeake_map, tmp_path):
     tif, grid, legend = chesapeake_map
-    with rasterio.open(TILES / "truth" / "patch0.tif") as src:
+    with rasterio.open(TRUTH) as src:
         crs = f"EPSG:{src.crs.to_epsg()}"
         bounds = tuple(src.bounds)
     assert crs == "EPSG:26917" and bounds == grid.bounds
@@ -250,17 +220,15 @@ def test_qgis_opens_styles_and_renders_a_class_map(pyqgis, chesapeake_map, tmp_p
     assert all(bare[c] == n for c, n in zip(legend.codes, legend.names, strict=True)), out["bare_classes"]
 
 
-def test_qgis_opens_a_pipeline_map(pyqgis, tmp_path):
+def test_qgis_opens_a_pipeline_map(pyqgis, tiny_lc_prior, tmp_path):
     """A map made by the pipeline (a COG with overviews, style and category names) over two real files."""
     import torch
 
     from geo_ppp.pipeline import segment
-    from tests.test_segment import _tiny_landcover_prior
 
-    prior = _tiny_landcover_prior(tmp_path / "prior")
     legend = load_legend("chesapeake")
-    images = [TILES / "naip" / "patch1.tif", TILES / "naip" / "patch2.tif"]
-    weak = [TILES / "nlcd" / "patch1.tif", TILES / "nlcd" / "patch2.tif"]
+    images = [sample_tile("naip", 1), sample_tile("naip", 2)]
+    weak = [sample_tile("nlcd", 1), sample_tile("nlcd", 2)]
 
     def by_weak_and_brightness(image, valid, weak_codes, seeds, timings):
         # a cheap pixel-wise stand-in for the model: all four classes appear
@@ -268,7 +236,7 @@ def test_qgis_opens_a_pipeline_map(pyqgis, tmp_path):
         idx = np.where(weak_codes == 41, 1, 2) + (bright > 120) - (image[:, 3] < 40) * 2
         return torch.nn.functional.one_hot(torch.from_numpy(np.clip(idx, 0, 3)), 4).permute(0, 3, 1, 2).float().numpy()
 
-    res = segment(images, weak, legend, tmp_path / "map.tif", prior=prior, infer=by_weak_and_brightness)
+    res = segment(images, weak, legend, tmp_path / "map.tif", prior=tiny_lc_prior, infer=by_weak_and_brightness)
     with rasterio.open(res.out) as ds:
         crs = f"EPSG:{ds.crs.to_epsg()}"
         bounds = tuple(ds.bounds)

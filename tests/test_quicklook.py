@@ -13,22 +13,22 @@ from geo_ppp.geo.grid import Grid
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_labels_on_grid
 from geo_ppp.io.quicklook import colorize, write_quicklook
+from tests.conftest import NAIP, NLCD, TRUTH, sample_tile
 
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
 CHES = load_legend("chesapeake")
-NLCD = load_legend("nlcd")
+NLCD_LEGEND = load_legend("nlcd")
 
 
 @pytest.fixture(scope="module")
 def panels():
     """Decimated (by 2) NAIP RGB, NLCD coloured with the nlcd legend, truth in chesapeake codes."""
-    with rasterio.open(TILES / "naip" / "patch0.tif") as ds:
+    with rasterio.open(NAIP) as ds:
         rgb = ds.read([1, 2, 3])
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
     image = np.ascontiguousarray(rgb.transpose(1, 2, 0)[::2, ::2])
-    nlcd, nodata = read_labels_on_grid(TILES / "nlcd" / "patch0.tif", grid)
-    weak = colorize(nlcd[::2, ::2], NLCD, nodata=nodata)
-    with rasterio.open(TILES / "truth" / "patch0.tif") as ds:
+    nlcd, nodata = read_labels_on_grid(NLCD, grid)
+    weak = colorize(nlcd[::2, ::2], NLCD_LEGEND, nodata=nodata)
+    with rasterio.open(TRUTH) as ds:
         truth = ds.read(1)
         truth_nodata = int(ds.nodata)
     codes = CHES.to_codes(CHES.to_index(truth, extra_nodata=truth_nodata))[::2, ::2]
@@ -50,10 +50,10 @@ def test_colorize_nlcd_and_nodata():
     out = colorize(codes, "nlcd")
     assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
     assert tuple(out[0, 0]) == (255, 255, 255)
-    assert tuple(out[0, 1]) == NLCD.colors[NLCD.codes.index(41)]
-    assert tuple(out[1, 1]) == NLCD.colors[NLCD.codes.index(82)]
+    assert tuple(out[0, 1]) == NLCD_LEGEND.colors[NLCD_LEGEND.codes.index(41)]
+    assert tuple(out[1, 1]) == NLCD_LEGEND.colors[NLCD_LEGEND.codes.index(82)]
     # a raster's own nodata code is white too
-    assert tuple(colorize(np.array([[250]]), NLCD, nodata=250)[0, 0]) == (255, 255, 255)
+    assert tuple(colorize(np.array([[250]]), NLCD_LEGEND, nodata=250)[0, 0]) == (255, 255, 255)
 
 
 def test_colorize_errors():
@@ -82,7 +82,7 @@ def test_quicklook_three_panels_with_legend_colours(tmp_path, panels):
     # the weak labels are drawn in NLCD colours in the middle panel
     middle = rgb[:, w // 3 : 2 * w // 3]
     for code in (41, 81):
-        assert _has_color(middle, NLCD.colors[NLCD.codes.index(code)]), code
+        assert _has_color(middle, NLCD_LEGEND.colors[NLCD_LEGEND.codes.index(code)]), code
 
 
 def test_quicklook_without_weak_has_two_panels(tmp_path, panels):
@@ -91,7 +91,7 @@ def test_quicklook_without_weak_has_two_panels(tmp_path, panels):
     two = _png_rgb(write_quicklook(tmp_path / "two.png", image, None, codes, CHES))
     assert two.shape[0] == three.shape[0]
     assert two.shape[1] == pytest.approx(three.shape[1] * 2 / 3, rel=0.02)
-    assert not _has_color(two, NLCD.colors[NLCD.codes.index(41)])
+    assert not _has_color(two, NLCD_LEGEND.colors[NLCD_LEGEND.codes.index(41)])
     for code in (2, 3, 4):
         assert _has_color(two, CHES.colors[CHES.codes.index(code)])
 
@@ -137,21 +137,18 @@ def test_quicklook_shape_errors(tmp_path, panels):
     assert not list(tmp_path.iterdir())
 
 
-def test_scattered_files_get_a_contact_sheet_of_their_footprints(tmp_path: Path) -> None:
+def test_scattered_files_get_a_contact_sheet_of_their_footprints(tmp_path: Path, tiny_lc_prior: Path) -> None:
     """Three scattered real patches: the quicklook shows each at full resolution, side by side."""
 
 
     from geo_ppp.pipeline.job import RunSettings
     from geo_ppp.pipeline.plan import prepare_region
     from geo_ppp.pipeline.publish import _contact_sheet, _sheet_boxes
-    from tests.test_segment import _tiny_landcover_prior
 
-    tiles = Path(__file__).resolve().parent.parent / "sample_tiles"
-    names = ["patch0.tif", "patch1.tif", "patch5.tif"]
+    patches = [0, 1, 5]
     prep = prepare_region(
-        [tiles / "naip" / n for n in names], [tiles / "nlcd" / n for n in names], "chesapeake",
-        tmp_path / "map.tif", settings=RunSettings(prior=_tiny_landcover_prior(tmp_path / "prior")),
-        setup_workdir=False,
+        [sample_tile("naip", i) for i in patches], [sample_tile("nlcd", i) for i in patches], "chesapeake",
+        tmp_path / "map.tif", settings=RunSettings(prior=tiny_lc_prior), setup_workdir=False,
     )
     boxes = _sheet_boxes(prep.job, prep.job.image.grid, 1024)
     assert boxes is not None and len(boxes) == 3

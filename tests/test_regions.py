@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import rasterio
 
 from geo_ppp.geo.grid import grid_for
 from geo_ppp.io.imagery import ImageReader, open_region
-
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
+from tests.conftest import NAIP, NLCD, TILES, sample_tile
 
 
 def test_warped_reads_mark_the_area_outside_every_file_invalid() -> None:
@@ -33,7 +31,7 @@ def test_warped_reads_mark_the_area_outside_every_file_invalid() -> None:
 
 def test_aligned_and_warped_reads_agree_on_a_real_patch() -> None:
     """The same 1 m window read directly and through a half-pixel-shifted warp differ only by resampling."""
-    path = TILES / "naip" / "patch3.tif"
+    path = sample_tile("naip", 3)
     spec = open_region(path)
     direct, ok = ImageReader(spec).read(0, 0, 256, 256)
     with rasterio.open(path) as ds:
@@ -54,5 +52,5 @@ def test_relative_paths_become_absolute_in_the_spec(monkeypatch) -> None:  # noq
     monkeypatch.chdir(TILES)
     spec = open_region("naip/patch0.tif")
     weak = open_weak_labels("nlcd/patch0.tif", spec.grid)
-    assert spec.paths == (str(TILES / "naip" / "patch0.tif"),)
-    assert weak.paths == (str(TILES / "nlcd" / "patch0.tif"),)
+    assert spec.paths == (str(NAIP),)
+    assert weak.paths == (str(NLCD),)

@@ -11,45 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 from click.testing import CliRunner
-from rasterio.transform import from_origin
 
 from geo_ppp.cli import main
-from geo_ppp.core import NoiseSchedule, Prior, UNetConfig, UNetDenoiser, save_prior
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_image
 from geo_ppp.landcover.metrics import score
-
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
-NAIP = TILES / "naip" / "patch0.tif"
-NLCD = TILES / "nlcd" / "patch0.tif"
-TRUTH = TILES / "truth" / "patch0.tif"
-
-
-def _tiny_landcover_prior(folder: Path, legend: str = "chesapeake") -> Path:
-    lg = load_legend(legend)
-    torch.manual_seed(0)
-    den = UNetDenoiser(UNetConfig(in_channels=lg.num_classes, base_channels=8, channel_mult=(1, 2), num_res_blocks=1))
-    with torch.no_grad():  # break the zero-initialised output layer, or the prior has no gradient
-        for p in den.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    meta = {
-        "name": f"tiny-{legend}",
-        "kind": "landcover",
-        "legend": lg.name,
-        "codes": list(lg.codes),
-        "image_size": 64,
-        "resolution_m": 4.0,
-        "infer": {"pnp": {"steps": 3}, "clusters": {"iterations": 3, "warmup_iterations": 1}},
-    }
-    save_prior(Prior(den.freeze(), NoiseSchedule.create("linear", 1000), meta), folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_lc_prior(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_landcover_prior(tmp_path_factory.mktemp("prior") / "tiny")
+from tests.conftest import NAIP, NLCD, TRUTH
 
 
 def _segment(args: list[str]):
@@ -105,17 +73,7 @@ def test_segment_refuses_to_overwrite(tmp_path: Path, tiny_lc_prior: Path) -> No
     assert not (tmp_path / "map.tif.json").exists()
 
 
-def _write(path: Path, data: np.ndarray, crs: str | None = "EPSG:26917", origin=(535399.0, 4170486.0), res=1.0,
-           nodata=None) -> Path:
-    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
-               "dtype": data.dtype.name, "transform": from_origin(origin[0], origin[1], res, res)}
-    if crs:
-        profile["crs"] = crs
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
+ORIGIN = (535399.0, 4170486.0)  # the top-left corner of NAIP, 1 m pixels (EPSG:26917)
 
 
 def _naip() -> np.ndarray:
@@ -135,18 +93,20 @@ def _naip() -> np.ndarray:
         ("other_legend_prior", "trained for legend"),
     ],
 )
-def test_segment_bad_input(tmp_path: Path, tiny_lc_prior: Path, case: str, expected: str) -> None:
+def test_segment_bad_input(tmp_path: Path, tiny_lc_prior: Path, make_tiny_lc_prior, make_geotiff, case: str,
+                           expected: str) -> None:
     image, weak, prior, legend = NAIP, NLCD, tiny_lc_prior, "chesapeake"
     if case == "two_bands":
-        image = _write(tmp_path / "img.tif", _naip()[:2])
+        image = make_geotiff(tmp_path / "img.tif", _naip()[:2], origin=ORIGIN)
     elif case == "float64":
-        image = _write(tmp_path / "img.tif", _naip().astype(np.float64))
+        image = make_geotiff(tmp_path / "img.tif", _naip().astype(np.float64), origin=ORIGIN)
     elif case == "nan":
         data = _naip().astype(np.float32)
         data[:, 10:20, 10:20] = np.nan
-        image = _write(tmp_path / "img.tif", data)
+        image = make_geotiff(tmp_path / "img.tif", data, origin=ORIGIN)
     elif case == "far_weak":
-        weak = _write(tmp_path / "weak.tif", np.full((1, 10, 10), 41, np.uint8), "EPSG:5070", (0.0, 0.0), 30.0, 0)
+        weak = make_geotiff(tmp_path / "weak.tif", np.full((1, 10, 10), 41, np.uint8), crs="EPSG:5070",
+                            origin=(0.0, 0.0), res=30.0, nodata=0)
     elif case == "unknown_codes":
         with rasterio.open(NLCD) as src:
             codes = src.read()
@@ -156,7 +116,7 @@ def test_segment_bad_input(tmp_path: Path, tiny_lc_prior: Path, case: str, expec
             dst.write(codes)
         weak = tmp_path / "weak.tif"
     elif case == "other_legend_prior":
-        prior = _tiny_landcover_prior(tmp_path / "ea", "enviroatlas")
+        prior = make_tiny_lc_prior(tmp_path / "ea", "enviroatlas")
     out = tmp_path / "out.tif"
     extra = ["--tile-size", "250"] if case == "bad_tile_size" else []
     res = _segment([str(image), "--weak-labels", str(weak), "--legend", legend, "--out", str(out),

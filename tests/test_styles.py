@@ -181,6 +181,13 @@ def test_category_names_round_trip_through_gdal(tmp_path, legend):
     band = info["bands"][0]
     assert band["categories"] == want
     assert band["colorInterpretation"] == "Palette" and band["noDataValue"] == legend.nodata
+    # 3 bits per pixel: QGIS lists 8 colour-table entries, not 256
+    assert band["colorTable"]["count"] == 8 and band["metadata"]["IMAGE_STRUCTURE"]["NBITS"] == "3"
+    # the raster attribute table (QGIS >= 3.30 builds its legend from it): the classes only
+    rat = info.get("rat") or band["rat"]
+    assert [r["f"] for r in rat["row"]] == [
+        [c, n, *rgb, 255] for c, n, rgb in zip(legend.codes, legend.names, legend.colors, strict=True)
+    ]
     # the colour table the map already carried is untouched by the sidecar
     with rasterio.open(tif) as ds:
         cmap = ds.colormap(1)

@@ -23,22 +23,21 @@ from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_labels_on_grid, write_class_map
 from geo_ppp.io.polygons import _valid_polygonal, write_polygons
 from geo_ppp.io.vectors import aoi_mask, rasterize_labels, read_aoi, read_vector_labels
+from tests.conftest import NAIP, NLCD, TILES, TRUTH
 
-TILES = Path(__file__).resolve().parent.parent / "sample_tiles"
-NLCD_TIF = TILES / "nlcd" / "patch0.tif"
 UTM17 = CRS.from_epsg(26917)
 CHES = load_legend("chesapeake")
 
 
 def _naip_grid():
-    with rasterio.open(TILES / "naip" / "patch0.tif") as ds:
+    with rasterio.open(NAIP) as ds:
         return Grid(ds.crs, ds.transform, ds.width, ds.height)
 
 
 @pytest.fixture(scope="module")
 def nlcd_polygons():
     """NLCD patch0 polygonised (undissolved, one polygon per connected region) in EPSG:5070."""
-    with rasterio.open(NLCD_TIF) as ds:
+    with rasterio.open(NLCD) as ds:
         codes = ds.read(1)
         feats = list(shapes(codes, mask=codes != ds.nodata, transform=ds.transform))
         crs = ds.crs
@@ -59,7 +58,7 @@ def _save(gdf, path, **kw):
 @pytest.fixture(scope="module")
 def truth_map(tmp_path_factory):
     """sample_tiles/truth/patch0.tif in chesapeake codes, written with write_class_map; (path, codes)."""
-    with rasterio.open(TILES / "truth" / "patch0.tif") as ds:
+    with rasterio.open(TRUTH) as ds:
         raw = ds.read(1)
         nodata = int(ds.nodata)
         grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
@@ -83,7 +82,7 @@ def test_vector_nlcd_agrees_with_raster_nlcd(tmp_path, nlcd_polygons, ext):
     grid = _naip_grid()
     burnt = rasterize_labels(labels, "nlcd_code", grid)
     assert burnt.shape == (256, 256) and burnt.dtype == np.int64
-    reference, nodata = read_labels_on_grid(NLCD_TIF, grid)
+    reference, nodata = read_labels_on_grid(NLCD, grid)
     assert nodata == 0
     agree = (burnt == reference).mean()
     assert agree >= 0.97, agree
@@ -116,7 +115,7 @@ def test_read_vector_labels_missing_file(tmp_path):
         read_vector_labels(tmp_path / "nope.gpkg", "cls")
 
 
-@pytest.mark.parametrize("path", [TILES / "naip" / "patch0.tif", TILES / "index.json"])
+@pytest.mark.parametrize("path", [NAIP, TILES / "index.json"])
 def test_read_vector_labels_not_a_vector(path):
     with pytest.raises(InputError, match="not a vector file GDAL/pyogrio can read.*GeoPackage"):
         read_vector_labels(path, "cls")
@@ -321,7 +320,7 @@ def test_write_polygons_truth_areas_names(tmp_path, truth_map):
     out = write_polygons(tmp_path / "truth.gpkg", path, CHES)
     assert out == tmp_path / "truth.gpkg"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["truth.gpkg"]  # no temporary file left
-    assert pyogrio.list_layers(out)[:, 0].tolist() == ["landcover"]
+    assert pyogrio.list_layers(out)[:, 0].tolist() == ["landcover", "layer_styles"]  # its QGIS style inside
     gdf = gpd.read_file(out, layer="landcover")
     assert gdf.crs.to_epsg() == 26917
     assert list(gdf.columns) == ["code", "name", "geometry"]
@@ -335,6 +334,31 @@ def test_write_polygons_truth_areas_names(tmp_path, truth_map):
     # simplification (one pixel by default) drops most staircase vertices
     exact = gpd.read_file(write_polygons(tmp_path / "exact.gpkg", path, CHES, simplify_m=0))
     assert shapely.get_num_coordinates(gdf.geometry).sum() < 0.8 * shapely.get_num_coordinates(exact.geometry).sum()
+
+
+def test_write_polygons_neighbours_share_borders_and_the_package_styles_itself(tmp_path, truth_map):
+    """Simplified as one coverage: no overlap and no gap between classes; GeoPackage 1.2 with its style."""
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    path, codes = truth_map
+    out = write_polygons(tmp_path / "truth.gpkg", path, CHES, simplify_m=3.0)  # coarse: borders move a lot
+    gdf = gpd.read_file(out, layer="landcover")
+    geoms = list(gdf.geometry)
+    overlap = sum(a.intersection(b).area for i, a in enumerate(geoms) for b in geoms[i + 1 :])
+    union = shapely.union_all(geoms).area
+    assert overlap < 1e-6  # per-class simplification overlapped its neighbours by hundreds of m2
+    assert union == pytest.approx(sum(g.area for g in geoms), abs=1e-6) == pytest.approx((codes != 0).sum())
+    with sqlite3.connect(out) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200  # GeoPackage 1.2
+        table, default, qml = db.execute("SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchone()
+    assert table == "landcover" and default
+    renderer = ET.fromstring(qml.split("\n", 1)[1]).find("renderer-v2")
+    assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "code"
+    cats = [(c.get("value"), c.get("label")) for c in renderer.iter("category")]
+    assert cats == [(str(c), n) for c, n in zip(CHES.codes, CHES.names, strict=True)]
+    fills = [p.get("v") for p in renderer.iter("prop") if p.get("k") == "color"]
+    assert fills == ["{},{},{},255".format(*rgb) for rgb in CHES.colors]
 
 
 def test_write_polygons_blocks_leave_no_seams(tmp_path, truth_map):
@@ -355,7 +379,7 @@ def test_write_polygons_blocks_leave_no_seams(tmp_path, truth_map):
 
 
 def test_write_polygons_errors(tmp_path):
-    raw = TILES / "truth" / "patch0.tif"  # Chesapeake 7-class codes (2, 3, 5): 5 is no chesapeake code
+    raw = TRUTH  # Chesapeake 7-class codes (2, 3, 5): 5 is no chesapeake code
     with pytest.raises(InputError, match=r"holds codes \[5\] that legend 'chesapeake' does not have"):
         write_polygons(tmp_path / "x.gpkg", raw, CHES)
     grid = Grid(UTM17, Affine(1, 0, 0, 0, -1, 8), 8, 8)

@@ -80,8 +80,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             log.debug("operating-system error", exc_info=True)
             where = f" ({err.filename})" if getattr(err, "filename", None) else ""
             raise click.ClickException(
-                f"{err.strerror or err}{where}; no output was left half-written: free space or fix the "
-                "permissions, then rerun (a segment run resumes its finished tiles)"
+                f"a file could not be written or read: {err.strerror or err}{where}. Nothing was left "
+                "half-written: free space (is the disk full?) or fix the permissions, then rerun (a segment "
+                "run resumes its finished tiles)"
             ) from err
         except Exception as err:
             log.debug("unexpected error", exc_info=True)

@@ -246,14 +246,14 @@ def class_bits(legend: Legend) -> int:
     """The fewest bits per pixel that hold every code of ``legend`` (its nodata included), at most 8.
 
     A class map is written with this many bits (GDAL's ``NBITS``): a TIFF colour table has one
-    entry per possible value, and QGIS lists every entry, so 3 bits leave the 4 Chesapeake classes
-    and nodata with 3 unused (transparent) entries instead of 251.
+    entry per possible value, and QGIS lists every entry, so with 3 bits it lists the 4 Chesapeake
+    classes, nodata and 3 values the map never holds, instead of 251 of those.
     """
     return max(1, min(8, int(max(*legend.codes, legend.nodata)).bit_length()))
 
 
 def _palette(legend: Legend) -> dict[int, tuple[int, int, int, int]]:
-    # one entry per value the map's bits hold, unused ones transparent
+    # one entry per value the map's bits hold (a TIFF colour table has no alpha: unused ones are black)
     colormap = {i: (0, 0, 0, 0) for i in range(2 ** class_bits(legend))}
     for code, rgb in zip(legend.codes, legend.colors, strict=True):
         colormap[code] = (*rgb, 255)

@@ -1,0 +1,90 @@
+"""The QGIS plugin's runner, without QGIS: the real geo-ppp executable, its JSON lines, cancel, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NAIP, NLCD
+
+ROOT = Path(__file__).resolve().parent.parent
+EXE = str(Path(sys.executable).with_name("geo-ppp"))
+
+
+def _runner():
+    path = ROOT / "qgis_plugin" / "geo_ppp_qgis" / "runner.py"
+    spec = importlib.util.spec_from_file_location("geo_ppp_qgis_runner", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+runner = _runner()
+
+
+def test_the_executable_comes_from_the_setting_then_the_environment_then_path(tmp_path: Path):
+    exe = tmp_path / "bin" / "geo-ppp"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    assert runner.find_executable(str(exe), {}) == str(exe)
+    assert runner.find_executable(None, {"GEO_PPP_EXE": str(exe)}) == str(exe)
+    assert runner.find_executable(None, {"PATH": str(exe.parent)}) == str(exe)
+    with pytest.raises(runner.GeoPPPNotFound, match="not an executable file"):
+        runner.find_executable(str(tmp_path / "missing"), {"PATH": str(exe.parent)})
+    with pytest.raises(runner.GeoPPPNotFound, match="GEO_PPP_EXE"):
+        runner.find_executable(None, {"PATH": str(tmp_path)})
+
+
+def test_the_child_gets_no_qgis_python_gdal_or_proj_settings(tmp_path: Path):
+    leaky = {"PYTHONPATH": "/usr/share/qgis/python", "GDAL_DATA": "/qgis/gdal", "PROJ_LIB": "/qgis/proj",
+             "PATH": os.environ["PATH"], "KEEP_ME": "1"}
+    env = runner.clean_environment(leaky)
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    _, out = runner.run([sys.executable, "-c", code], env=env)
+    seen = json.loads(out)
+    assert "PYTHONPATH" not in seen and "GDAL_DATA" not in seen and "PROJ_LIB" not in seen
+    assert seen["KEEP_ME"] == "1" and seen["PATH"] == os.environ["PATH"]
+
+
+def test_a_run_reports_the_plan_first_then_every_tile_then_the_outputs(tmp_path: Path):
+    events = []
+    cmd = runner.segment_command(EXE, [str(NAIP)], [str(NLCD)], str(tmp_path / "map.tif"), steps=2,
+                                 tile_size=128, vector=str(tmp_path / "map.gpkg"))
+    report, out = runner.run(cmd, on_event=lambda e, r: events.append((e["event"], r.percent)))
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "plan" and kinds[-1] == "outputs" and kinds.count("tile") == report.total == 9
+    assert [p for k, p in events if k == "tile"][-1] == 100.0
+    assert report.outputs["map"] == str(tmp_path / "map.tif") and Path(report.outputs["vector"]).exists()
+    assert "wrote" in out
+
+
+def test_a_bad_input_fails_with_geo_ppps_own_message(tmp_path: Path):
+    cmd = runner.segment_command(EXE, [str(NAIP)], [str(NLCD)], str(tmp_path / "map.tif"), tile_size=100)
+    with pytest.raises(runner.GeoPPPFailed) as err:
+        runner.run(cmd)
+    assert str(err.value).startswith("tile size 100 does not fit the prior") and "Traceback" not in str(err.value)
+    assert not (tmp_path / "map.tif").exists()
+
+
+def test_cancel_stops_the_run_and_the_same_run_resumes(tmp_path: Path):
+    out = tmp_path / "map.tif"
+    cmd = runner.segment_command(EXE, [str(NAIP)], [str(NLCD)], str(out), steps=2, tile_size=64)
+    seen = []
+
+    def cancelled() -> bool:
+        return len(seen) >= 3
+
+    with pytest.raises(runner.Cancelled, match="resumes"):
+        runner.run(cmd, on_event=lambda e, r: seen.append(e) if e["event"] == "tile" else None,
+                   is_cancelled=cancelled)
+    assert not out.exists() and (tmp_path / "map.tif.work").is_dir()  # nothing published, tiles kept
+    report, _ = runner.run(cmd)
+    assert report.stats["resumed"] >= 3 and report.stats["resumed"] + report.stats["ran"] == report.total
+    assert out.exists() and not (tmp_path / "map.tif.work").exists()
