@@ -53,10 +53,11 @@ def test_the_child_gets_no_qgis_python_gdal_or_proj_settings(tmp_path: Path):
     assert seen["KEEP_ME"] == "1" and seen["PATH"] == os.environ["PATH"]
 
 
-def test_a_run_reports_the_plan_first_then_every_tile_then_the_outputs(tmp_path: Path):
+def test_a_run_reports_the_plan_first_then_every_tile_then_the_outputs(tmp_path: Path, tiny_lc_prior):
     events = []
     cmd = runner.segment_command(EXE, [str(NAIP)], [str(NLCD)], str(tmp_path / "map.tif"), steps=2,
                                  tile_size=128, vector=str(tmp_path / "map.gpkg"))
+    cmd += ["--prior", str(tiny_lc_prior)]
     report, out = runner.run(cmd, on_event=lambda e, r: events.append((e["event"], r.percent)))
     kinds = [k for k, _ in events]
     assert kinds[0] == "plan" and kinds[-1] == "outputs" and kinds.count("tile") == report.total == 9
@@ -73,9 +74,10 @@ def test_a_bad_input_fails_with_geo_ppps_own_message(tmp_path: Path):
     assert not (tmp_path / "map.tif").exists()
 
 
-def test_cancel_stops_the_run_and_the_same_run_resumes(tmp_path: Path):
+def test_cancel_stops_the_run_and_the_same_run_resumes(tmp_path: Path, tiny_lc_prior):
     out = tmp_path / "map.tif"
     cmd = runner.segment_command(EXE, [str(NAIP)], [str(NLCD)], str(out), steps=2, tile_size=64)
+    cmd += ["--prior", str(tiny_lc_prior)]
     seen = []
 
     def cancelled() -> bool:

@@ -1,20 +1,6 @@
 """Batch jobs: a TOML spec listing regions, validated whole, run as Dask tasks (``geo-ppp run``).
 
-A job spec (paths relative to the spec's folder)::
-
-    [job]
-    scheduler = "local:2"          # optional: local, local:N or tcp://HOST:8786 (--scheduler wins)
-    workdir = "work"               # tiles of region NAME go to work/NAME
-
-    [defaults]                     # optional: settings shared by every region
-    legend = "chesapeake"
-    steps = 30                     # or preset = "paper"
-
-    [[region]]
-    name = "patch0"
-    image = "../sample_tiles/naip/patch0.tif"      # or a list of files
-    weak_labels = "../sample_tiles/nlcd/patch0.tif"
-    out = "out/patch0.tif"
+A job spec lists regions (inputs, outputs, settings); its format is in :mod:`geo_ppp.pipeline.jobspec`.
 
 Everything is checked before anything is submitted: the spec (:mod:`geo_ppp.pipeline.jobspec`:
 unknown and missing keys named with their line, missing files with their key and line), then every
