@@ -199,3 +199,58 @@ def test_run_with_an_unreachable_scheduler_creates_nothing(tmp_path: Path) -> No
     assert res.exit_code == 1
     assert "cannot reach the Dask scheduler" in res.output and "Traceback" not in res.output
     assert _snapshot(tmp_path) == before  # no maps/ folder, no work dir
+
+
+def test_weak_labels_on_part_of_the_image_are_warned_about_and_recorded(tmp_path: Path, tiny_lc_prior, caplog):
+    """NLCD cut to the western half of the patch: the map still covers it all, on weaker ground."""
+    import json
+
+    from rasterio.warp import transform as warp
+
+    from geo_ppp.pipeline import segment
+    from tests.conftest import pixelwise
+
+    with rasterio.open(NLCD) as ds:
+        profile, codes = ds.profile, ds.read(1)
+        with rasterio.open(NAIP) as img:
+            mid_x = (img.bounds.left + img.bounds.right) / 2
+        # blank every NLCD cell whose centre lies east of the patch's middle (in the image's CRS)
+        cols = np.arange(ds.width) + 0.5
+        rows = np.arange(ds.height) + 0.5
+        xs, ys = ds.transform * (cols[None, :].repeat(ds.height, 0), rows[:, None].repeat(ds.width, 1))
+        ux, _ = warp(ds.crs, "EPSG:26917", xs.ravel(), ys.ravel())
+    half = codes.copy()
+    half[np.asarray(ux).reshape(codes.shape) > mid_x] = 0
+    weak = tmp_path / "half.tif"
+    with rasterio.open(weak, "w", **profile) as dst:
+        dst.write(half, 1)
+    with caplog.at_level(logging.WARNING, logger="geo_ppp"):
+        res = segment(NAIP, weak, out=tmp_path / "map.tif", prior=tiny_lc_prior, infer=pixelwise, tile_size=128)
+    share = json.loads((tmp_path / "map.tif.json").read_text())["weak_label_coverage"]
+    assert 0.3 < share < 0.7 and res.config["weak_label_coverage"] == share
+    assert "of the mapped area had weak labels" in caplog.text and "cover the whole image" in caplog.text
+    # full weak labels: recorded as (nearly) all, no warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geo_ppp"):
+        res = segment(NAIP, NLCD, out=tmp_path / "full.tif", prior=tiny_lc_prior, infer=pixelwise, tile_size=128)
+    assert res.config["weak_label_coverage"] > 0.95 and "had weak labels" not in caplog.text
+
+
+def test_the_planning_scan_reads_only_what_the_aoi_covers(tmp_path: Path, tiny_lc_prior):
+    """NaNs in the south of a float image stop a run over the whole image, not one over an AOI in its north."""
+    from geo_ppp.errors import InputError
+    from geo_ppp.pipeline import segment
+    from tests.conftest import pixelwise
+
+    with rasterio.open(NAIP) as ds:
+        profile, data, bounds = ds.profile, ds.read().astype(np.float32), ds.bounds
+    data[:, 200:, :] = np.nan
+    image = tmp_path / "float.tif"
+    with rasterio.open(image, "w", **{**profile, "dtype": "float32"}) as dst:
+        dst.write(data)
+    north = f"{bounds.left},{bounds.top - 100},{bounds.right},{bounds.top}"
+    kw = {"prior": tiny_lc_prior, "infer": pixelwise, "tile_size": 128}
+    with pytest.raises(InputError, match="holds NaN values"):
+        segment(image, NLCD, out=tmp_path / "all.tif", **kw)
+    res = segment(image, NLCD, out=tmp_path / "north.tif", aoi=north, **kw)
+    assert res.stats["ran"] > 0 and not (tmp_path / "all.tif").exists()

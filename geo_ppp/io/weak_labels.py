@@ -7,6 +7,7 @@ reprojection (they are class codes), polygons by rasterising their class attribu
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -129,9 +130,24 @@ def open_weak_labels(
     return WeakSpec(tuple(paths), "raster", nodata_code, None, tuple(sorted(codes)))
 
 
-def _open_weak_vector(paths: list[str], region: Grid, attribute: str | None) -> WeakSpec:
+def _vector_labels(path: str, attribute: str | None) -> Any:
+    """The polygons of a vector weak-label file, read once per process while the file is unchanged.
+
+    Planning reads them to check the attribute and the overlap, the reader to rasterise tiles: in
+    one process (a serial run) the file is read once, not twice.
+    """
+    st = os.stat(path)
+    return _cached_vector_labels(path, attribute, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_vector_labels(path: str, attribute: str | None, size: int, mtime_ns: int) -> Any:
     from geo_ppp.io.vectors import read_vector_labels
 
+    return read_vector_labels(path, attribute)
+
+
+def _open_weak_vector(paths: list[str], region: Grid, attribute: str | None) -> WeakSpec:
     if len(paths) != 1:
         raise InputError("give one vector file of weak labels (merge several with ogrmerge.py)")
     if attribute is None:
@@ -139,7 +155,7 @@ def _open_weak_vector(paths: list[str], region: Grid, attribute: str | None) -> 
             f"vector weak labels {paths[0]} need the name of their class attribute: "
             "pass --label-attribute NAME"
         )
-    gdf = read_vector_labels(paths[0], attribute)
+    gdf = _vector_labels(paths[0], attribute)
     gdf = gdf.to_crs(region.crs)
     left, bottom, right, top = region.bounds
     inside = gdf.cx[left:right, bottom:top]
@@ -178,10 +194,10 @@ class WeakReader:
     def read(self, grid: Grid) -> np.ndarray:
         """(H, W) int64 weak codes on ``grid`` (nodata where there is no label)."""
         if self.spec.kind == "vector":
-            from geo_ppp.io.vectors import rasterize_labels, read_vector_labels
+            from geo_ppp.io.vectors import rasterize_labels
 
             if self._gdf is None or self._gdf_crs != grid.crs:
-                self._gdf = read_vector_labels(self.spec.paths[0], self.spec.attribute).to_crs(grid.crs)
+                self._gdf = _vector_labels(self.spec.paths[0], self.spec.attribute).to_crs(grid.crs)
                 self._gdf_crs = grid.crs
             return rasterize_labels(self._gdf, self.spec.attribute, grid, nodata=self.spec.nodata)
         if self._handles is None:

@@ -22,7 +22,7 @@ from geo_ppp.pipeline.job import RegionJob
 from geo_ppp.pipeline.mosaic import blend_strip, iter_strips
 from geo_ppp.pipeline.store import TileStore
 
-__all__ = ["STRIP", "publish"]
+__all__ = ["STRIP", "WEAK_COVERAGE_WARN", "publish", "weak_label_coverage"]
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,36 @@ def publish(
         t0 = time.perf_counter()
         _quicklook(job, paths["map"], paths["quicklook"])
         timings["quicklook"] = time.perf_counter() - t0
+    coverage = weak_label_coverage(job, paths["map"])
+    resolved["weak_label_coverage"] = None if coverage is None else round(coverage, 4)
+    if coverage is not None and coverage < WEAK_COVERAGE_WARN:
+        log.warning(
+            "only %.0f %% of the mapped area had weak labels; the rest was inferred from the imagery and the "
+            "prior alone, on weaker ground: give weak labels that cover the whole image (recorded as "
+            "weak_label_coverage in %s)", 100 * coverage, paths["config"].name,
+        )  # fmt: skip
     write_json(paths["config"], resolved)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values() if p.exists()))
+
+
+#: a map whose weak labels cover less than this share of its pixels gets a warning
+WEAK_COVERAGE_WARN = 0.95
+
+
+def weak_label_coverage(job: RegionJob, map_path: Path, max_size: int = 1024) -> float | None:
+    """The share of the map's mapped pixels that had a weak label (on the map decimated to ``max_size``).
+
+    None when the map holds no mapped pixel.
+    """
+    from geo_ppp.io.weak_labels import WeakReader
+
+    codes, coarse = read_decimated(map_path, max_size)
+    mapped = codes != job.legend.nodata
+    if not mapped.any():
+        return None
+    with WeakReader(job.weak) as reader:
+        weak = reader.read(coarse)
+    return float((mapped & (weak != job.weak.nodata)).sum() / mapped.sum())
 
 
 def _quicklook(job: RegionJob, map_path: Path, out: Path, max_size: int = 1024) -> None:
