@@ -117,3 +117,31 @@ def test_an_unexpected_error_is_one_line_that_says_it_is_a_bug(tmp_path: Path, m
     assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
     assert "unexpected KeyError" in res.output and "bug in geo_ppp" in res.output and "-vv" in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_full_disk_while_publishing_leaves_nothing_half_written_and_the_rerun_publishes(tmp_path: Path,
+                                                                                          tiny_lc_prior):
+    """All tiles done, then the publish fails on a write: one line, no temporary file, the rerun publishes."""
+    out, work = tmp_path / "map.tif", tmp_path / "work"
+    cmd = [EXE, "segment", str(NAIP), "--weak-labels", str(NLCD), "--out", str(out), "--prior", str(tiny_lc_prior),
+           "--tile-size", "128", "--probabilities", str(tmp_path / "p.tif"), "--workdir", str(work),
+           "--progress", "jsonl"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert subprocess.run(cmd, capture_output=True, timeout=600, env=env).returncode == 0
+    for p in tmp_path.iterdir():
+        if p != work:
+            p.unlink()  # the tiles stay in the kept work dir: the next run only publishes
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, preexec_fn=limit, env=env)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert [e["status"] for e in _jsonl(res.stderr) if e["event"] == "tile"] == ["resumed"] * 9  # it got to publish
+    assert "disk full" in res.stderr.splitlines()[-1] and "rerun" in res.stderr.splitlines()[-1]
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name or "scratch" in p.name or "lock" in p.name]
+    assert not (tmp_path / "map.tif.json").exists()  # the config, written last, says the map is not complete
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "map.tif.json").exists() and (tmp_path / "p.tif").exists()

@@ -28,7 +28,7 @@ from shapely.geometry.base import BaseGeometry
 from geo_ppp.core.atomic import atomic_path
 from geo_ppp.errors import InputError
 from geo_ppp.geo.legend import Legend, load_legend
-from geo_ppp.io.rasters import open_raster
+from geo_ppp.io.rasters import open_raster, write_errors
 from geo_ppp.io.styles import polygon_qml
 
 __all__ = ["LAYER", "write_polygons"]
@@ -247,7 +247,7 @@ def write_polygons(
         geometry=geoms,
         crs=crs.to_wkt(),
     )
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path) as tmp, write_errors(out_path):
         tmp.unlink()  # GDAL creates the GeoPackage itself
         # GeoPackage 1.2: GDAL >= 3.6 writes 1.4 by default, which QGIS 3.22's GDAL warns about
         frame.to_file(

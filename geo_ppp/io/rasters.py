@@ -8,7 +8,9 @@ onto the image grid (nearest neighbour: they are class codes).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +23,15 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 
 from geo_ppp.core.atomic import atomic_path
-from geo_ppp.errors import InputError
+from geo_ppp.errors import GeoPPPError, InputError
 from geo_ppp.geo.grid import Grid
 from geo_ppp.geo.legend import Legend
+from geo_ppp.outputs import OutputError
 
 __all__ = [
     "RasterWriter",
     "class_bits",
+    "write_errors",
     "gdal_env",
     "read_class_raster",
     "read_decimated",
@@ -260,6 +264,21 @@ def _palette(legend: Legend) -> dict[int, tuple[int, int, int, int]]:
     return colormap
 
 
+@contextlib.contextmanager
+def write_errors(path: Path) -> Iterator[None]:
+    """GDAL's write failures (rasterio raises them as its own exception types) as an OutputError."""
+    try:
+        yield
+    except GeoPPPError:
+        raise
+    except Exception as err:  # rasterio's CPLE_* and RasterioIOError, OSError: all mean "not written"
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise OutputError(
+            f"writing {path} failed ({first}); is the disk full? Nothing was left half-written: free space, "
+            "then rerun (a segment run resumes its finished tiles)"
+        ) from err
+
+
 class RasterWriter:
     """Write a raster strip by strip, then publish it as a Cloud Optimized GeoTIFF in one rename.
 
@@ -333,13 +352,26 @@ class RasterWriter:
         self._committed = False
 
     def write(self, row: int, data: np.ndarray) -> None:
-        """Write rows ``row .. row + len`` ((H, W) for one band or (C, H, W))."""
+        """Write rows ``row .. row + len`` ((H, W) for one band or (C, H, W)).
+
+        Raises:
+            OutputError: GDAL could not write (a full disk, a file-size limit); the output is untouched.
+        """
         arr = data if data.ndim == 3 else data[None]
         window = Window(0, row, arr.shape[2], arr.shape[1])
-        self._ds.write(arr.astype(self._ds.dtypes[0], copy=False), window=window)
+        with write_errors(self.path):
+            self._ds.write(arr.astype(self._ds.dtypes[0], copy=False), window=window)
 
     def commit(self) -> Path:
-        """Convert to a COG with overviews and rename it onto the output."""
+        """Convert to a COG with overviews and rename it onto the output.
+
+        Raises:
+            OutputError: GDAL could not write (a full disk, a file-size limit); the output is untouched.
+        """
+        with write_errors(self.path):
+            return self._commit()
+
+    def _commit(self) -> Path:
         self._ds.close()
         extra = {}
         if self.legend is not None and class_bits(self.legend) < 8:
