@@ -41,7 +41,10 @@ class TileBar(RunObserver):
             return
         self.counts[status] += 1
         self.bar.set_postfix(self.counts, refresh=False)
-        self.bar.update(1)
+        if self.bar.n + 1 >= self.total:
+            self.bar.n += 1  # the last tile: close() draws the final line, once (not twice in a log)
+        else:
+            self.bar.update(1)
 
     def published(self, result: RegionResult, name: str | None = None) -> None:
         """A region's outputs are written (the bar keeps going over the other regions)."""
