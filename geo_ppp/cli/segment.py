@@ -24,6 +24,12 @@ from geo_ppp.cli.options import (
 log = logging.getLogger("geo_ppp")
 
 
+def _methods() -> tuple[str, ...]:
+    from geo_ppp.pipeline.region import METHODS
+
+    return METHODS
+
+
 def _presets() -> tuple[str, ...]:
     from geo_ppp.landcover.infer import PRESET_NAMES
 
@@ -57,6 +63,17 @@ def _presets() -> tuple[str, ...]:
     default="tuned",
     show_default=True,
     help="Inference schedule: the prior's tuned one, or the paper's (200 steps + 100 ancestral).",
+)
+@click.option(
+    "--method",
+    type=RegistryChoice(_methods),
+    default="pnp",
+    show_default=True,
+    help="pnp: plug-and-play per tile under the diffusion prior; qr: a small segmenter trained on the region "
+    "from the weak labels alone (Rolf et al.'s implicit posterior), in this process.",
+)
+@click.option(
+    "--train-steps", type=int, default=1000, show_default=True, help="Training steps of the qr segmenter."
 )
 @click.option("--tile-size", type=int, default=256, show_default=True, help="Tile size, working-grid pixels.")
 @click.option("--overlap", type=int, default=32, show_default=True, help="Tile overlap, pixels (blended).")
@@ -98,6 +115,8 @@ def segment(
     cooccurrence: str | None,
     steps: int | None,
     preset: str,
+    method: str,
+    train_steps: int,
     tile_size: int,
     overlap: int,
     batch_size: int,
@@ -137,6 +156,8 @@ def segment(
             cooccurrence=cooccurrence,
             steps=steps,
             preset=preset,
+            method=method,
+            train_steps=train_steps,
             tile_size=tile_size,
             overlap=overlap,
             batch_size=batch_size,

@@ -97,6 +97,8 @@ class RegionJob:
         workdir: where tile results go.
         device: ``cpu`` or ``cuda``.
         aoi_wkt: the AOI polygon in the image CRS (WKT), or None.
+        method: ``pnp`` (plug-and-play per tile) or ``qr`` (a segmenter trained on the region).
+        train_steps: training steps of a region-trained segmenter (``qr``).
     """
 
     image: ImageSpec
@@ -111,6 +113,8 @@ class RegionJob:
     workdir: str
     device: str = "cpu"
     aoi_wkt: str | None = None
+    method: str = "pnp"
+    train_steps: int = 1000
 
     def batches(self) -> list[list[Tile]]:
         """The fixed batches: row-major tiles in groups of ``batch_size``."""
@@ -131,6 +135,8 @@ class RegionJob:
             "batch_size": self.batch_size,
             "device": self.device,
             "aoi": self.aoi_wkt,
+            # (plug-and-play work dirs made before --method existed stay resumable)
+            **({"method": self.method, "train_steps": self.train_steps} if self.method != "pnp" else {}),
         }
 
 
@@ -175,6 +181,8 @@ class RunSettings:
     aoi: str | None = None
     label_attribute: str | None = None
     device: str = "cpu"
+    method: str = "pnp"
+    train_steps: int = 1000
 
     def __post_init__(self) -> None:
         for name in ("prior", "cooccurrence", "aoi"):
@@ -294,5 +302,7 @@ def resolved_config(job: RegionJob, paths: dict[str, Path], command: str) -> dic
         "seed": job.seed,
         "device": job.device,
         "aoi_wkt": job.aoi_wkt,
+        "method": job.method,
+        "train_steps": job.train_steps if job.method != "pnp" else None,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }

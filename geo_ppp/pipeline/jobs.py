@@ -29,6 +29,7 @@ from geo_ppp.pipeline.job import (
 )
 from geo_ppp.pipeline.jobspec import JobSpec, RegionSpec, load_job
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
+from geo_ppp.pipeline.region import region_inferrer
 from geo_ppp.pipeline.run import finish_region
 from geo_ppp.pipeline.worker import run_serial
 
@@ -164,11 +165,18 @@ def _run_prepared(
         for i, prep in enumerate(preps):
             started = time.perf_counter()
             timings: dict[str, float] = {}
-            report = run_serial(prep.job, prep.job.batches(), step, timings, infer=infer)
+            tile_infer = infer or region_inferrer(prep.job)
+            report = run_serial(prep.job, prep.job.batches(), step, timings, infer=tile_infer)
             publish(i, report, timings, started)
         return results
 
     # the runner is closed by run_job
+    region_based = [spec.regions[i].name for i, p in enumerate(preps) if p.job.method != "pnp"]
+    if region_based:
+        raise InputError(
+            f"regions {region_based} use a region-trained --method, which runs in this process; run the job "
+            "without a scheduler (its Dask form is not built yet)"
+        )
     if runner.dashboard:
         echo(f"Dask dashboard: {runner.dashboard}")
     for prep in {p.job.prior + "|" + p.job.device: p for p in preps}.values():

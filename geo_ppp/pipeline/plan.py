@@ -121,6 +121,10 @@ def plan(
         raise InputError(f"--preset: {err}") from None
     if s.steps is not None:
         config = config.with_pnp(steps=s.steps)
+    if s.method not in ("pnp", "qr"):
+        raise InputError(f"unknown --method {s.method!r}; use pnp (plug-and-play per tile) or qr")
+    if s.train_steps < 1:
+        raise InputError(f"--train-steps must be >= 1, got {s.train_steps}")
     if s.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {s.batch_size}")
     prior_res = float(prior_obj.meta.get("resolution_m", 4.0))
@@ -176,6 +180,8 @@ def plan(
         workdir=str(workdir),
         device=s.device,
         aoi_wkt=aoi_geom.wkt if aoi_geom is not None else None,
+        method=s.method,
+        train_steps=s.train_steps,
     )
 
 

@@ -43,6 +43,7 @@ from geo_ppp.pipeline.job import (
 )
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
 from geo_ppp.pipeline.publish import publish
+from geo_ppp.pipeline.region import region_inferrer
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import Tile
 from geo_ppp.pipeline.worker import run_serial
@@ -77,6 +78,8 @@ def segment(
     resume: bool = True,
     overwrite: bool = False,
     device: str = "cpu",
+    method: str = "pnp",
+    train_steps: int = 1000,
     progress: RunObserver | Progress | None = None,
     scheduler: str | None = None,
     runner: Callable[[RegionJob, list[list[Tile]], Progress | None, dict[str, float]], dict[str, str]]
@@ -110,6 +113,9 @@ def segment(
         resume: reuse finished tiles of the same run found in the work dir.
         overwrite: replace existing outputs.
         device: ``cpu`` or ``cuda``.
+        method: ``pnp`` (plug-and-play per tile, the default) or ``qr`` (a small segmenter trained on
+            the region from the weak labels alone, Rolf et al.'s implicit posterior; in this process).
+        train_steps: training steps of the ``qr`` segmenter.
         progress: a :class:`~geo_ppp.pipeline.job.RunObserver` (the region planned, with its tile
             count, before any tile runs; every tile; the outputs), or a callable called after every tile.
         scheduler: run the tiles on Dask: ``local``, ``local:N`` or a scheduler address (default: in
@@ -127,8 +133,13 @@ def segment(
     settings = RunSettings(
         prior=prior, cooccurrence=cooccurrence, config=config, steps=steps, preset=preset,
         tile_size=tile_size, overlap=overlap, batch_size=batch_size, seed=seed, bands=bands, aoi=aoi,
-        label_attribute=label_attribute, device=device,
+        label_attribute=label_attribute, device=device, method=method, train_steps=train_steps,
     )
+    if method != "pnp" and scheduler is not None:
+        raise InputError(
+            f"--method {method} trains on the region in this process; run it without --scheduler "
+            "(its Dask form is not built yet)"
+        )
     dask_runner = None
 
     def connect(job: RegionJob) -> None:
@@ -156,7 +167,7 @@ def segment(
             if dask_runner is not None:
                 report = dask_runner(job, batches, observer.tile, timings)
             elif runner is None:
-                report = run_serial(job, batches, observer.tile, timings, infer=infer)
+                report = run_serial(job, batches, observer.tile, timings, infer=infer or region_inferrer(job))
             else:
                 report = runner(job, batches, observer.tile, timings)
             timings["tiles_wall"] = time.perf_counter() - t0
