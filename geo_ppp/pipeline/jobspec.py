@@ -58,6 +58,8 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "batch_size": int,
     "seed": int,
     "bands": list,
+    "train_steps": int,
+    "method": str,
     "overwrite": bool,
     "resume": bool,
 }
