@@ -2,8 +2,8 @@
 
     python benchmarks/region_methods.py [--prior landcover-chesapeake] [--steps 1000] [--seed 0]
 
-A small fully convolutional segmenter (5 dilated 3x3 conv layers, 32 channels, BatchNorm; inputs R, G,
-B, NIR, NDVI standardised on the region) is trained on a region made of sample patches 0-3 ('tune')
+geo_ppp's segmenter (:mod:`geo_ppp.landcover.segmenter`: 5 dilated 3x3 conv layers, 32 channels,
+BatchNorm; inputs R, G, B, NIR, NDVI standardised on the region) is trained on a region made of sample patches 0-3 ('tune')
 or 4-7 ('check') and scored on the same region (transductive, as the methods are meant to be used):
 
 - (d) pnp: plug-and-play with the shipped prior at its tuned settings (the teacher);
@@ -13,8 +13,8 @@ or 4-7 ('check') and scored on the same region (transductive, as the methods are
 - (g) transfer: (f) trained on the tune region and applied to the check region unchanged.
 
 Prints a table: accuracy / mIoU per region, per-class IoU on the check region, training seconds,
-and the segmenter's forward cost per 256 x 256 window. A measurement harness, not the product's
-implementation (nothing here is used by ``geo-ppp``).
+and the segmenter's forward cost per 256 x 256 window. ``geo-ppp segment --method qr`` is row (e)
+inside the pipeline; (f) and (g) are not in the product yet.
 """
 
 from __future__ import annotations
@@ -25,54 +25,41 @@ import time
 import numpy as np
 import torch
 from landcover_accuracy import SPLITS, load_tiles, pooled  # noqa: E402  (benchmarks/ is the script's folder)
-from torch import nn
-from torchgeo.losses import QRLoss
 
 from geo_ppp.core.weights import load_prior
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.landcover.clustering import image_features
 from geo_ppp.landcover.infer import default_infer_config, infer_windows
+from geo_ppp.landcover.segmenter import Segmenter, SegmenterConfig, train_segmenter
 from geo_ppp.landcover.weak import load_cooccurrence, weak_distribution
 
-CROP = 64
-BATCH = 16
+
+def train(
+    feats: torch.Tensor, target: torch.Tensor, idx: list[int], loss: str, steps: int, seed: int
+) -> Segmenter:
+    """geo_ppp's segmenter trained on random 64 x 64 crops of the windows ``idx`` (``qr`` or ``distill``)."""
+    pick = torch.tensor(idx)
+    images = IMAGE[pick]
+    targets, valid = target[pick], torch.ones(len(idx), 1, *target.shape[-2:])
+    f = feats[pick]
+    mean, std = f.mean((0, 2, 3)), f.std((0, 2, 3))
+    size = images.shape[-1]
+
+    def crops(gen: torch.Generator, batch: int, crop: int):
+        which = torch.randint(0, len(idx), (batch,), generator=gen)
+        ys = torch.randint(0, size - crop + 1, (batch,), generator=gen)
+        xs = torch.randint(0, size - crop + 1, (batch,), generator=gen)
+        sel = list(zip(which.tolist(), ys.tolist(), xs.tolist(), strict=True))
+        return tuple(
+            torch.stack([t[i, :, y : y + crop, x : x + crop] for i, y, x in sel])
+            for t in (images, targets, valid)
+        )
+
+    config = SegmenterConfig(in_channels=feats.shape[1], classes=target.shape[1], steps=steps, loss=loss)
+    return train_segmenter(crops, config, mean, std, seed=seed)
 
 
-def segmenter(in_channels: int, k: int, width: int = 32) -> nn.Module:
-    """The small dilated FCN used for (e), (f) and (g)."""
-    layers: list[nn.Module] = []
-    c = in_channels
-    for d in (1, 2, 4, 8, 1):
-        layers += [nn.Conv2d(c, width, 3, padding=d, dilation=d), nn.BatchNorm2d(width), nn.ReLU()]
-        c = width
-    layers.append(nn.Conv2d(c, k, 1))
-    return nn.Sequential(*layers)
-
-
-def train(x: torch.Tensor, target: torch.Tensor, idx: list[int], loss: str, steps: int, seed: int) -> nn.Module:
-    """Train on random crops of the windows ``idx``: ``distill`` (soft CE, confidence-weighted) or ``qr``."""
-    torch.manual_seed(seed)
-    net = segmenter(x.shape[1], target.shape[1])
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    gen = torch.Generator().manual_seed(seed)
-    qr = QRLoss()
-    pool = torch.tensor(idx)
-    size = x.shape[-1]
-    for _ in range(steps):
-        which = pool[torch.randint(0, len(idx), (BATCH,), generator=gen)]
-        ys = torch.randint(0, size - CROP + 1, (BATCH,), generator=gen)
-        xs = torch.randint(0, size - CROP + 1, (BATCH,), generator=gen)
-        xb = torch.stack([x[i, :, y : y + CROP, c : c + CROP] for i, y, c in zip(which, ys, xs, strict=True)])
-        tb = torch.stack([target[i, :, y : y + CROP, c : c + CROP] for i, y, c in zip(which, ys, xs, strict=True)])
-        logits = net(xb)
-        if loss == "qr":
-            value = qr(torch.softmax(logits, 1), tb)
-        else:
-            value = (-(tb * torch.log_softmax(logits, 1)).sum(1) * tb.max(1).values).mean()
-        opt.zero_grad()
-        value.backward()
-        opt.step()
-    return net.eval()
+IMAGE = torch.empty(0)
 
 
 def main() -> None:
@@ -87,7 +74,9 @@ def main() -> None:
     tiles = load_tiles(legend)
     cooc = load_cooccurrence("chesapeake")
     prior = load_prior(args.prior)
+    global IMAGE
     image = torch.tensor(np.stack([t[0] for t in tiles]))
+    IMAGE = image
     valid = torch.tensor(np.stack([t[1] for t in tiles]))[:, None]
     weak = torch.tensor(np.stack([t[2] for t in tiles]))
     t0 = time.perf_counter()
@@ -97,37 +86,38 @@ def main() -> None:
     weak_p = weak_distribution(weak, cooc, 0.0).float()
     feats = image_features(image)
 
-    rows: dict[str, dict[str, object]] = {"(d) pnp (teacher)": {"pred": teacher.argmax(1).numpy(), "s": pnp_s * 4}}
+    rows: dict[str, dict[str, object]] = {
+        "(d) pnp (teacher)": {"pred": teacher.argmax(1).numpy(), "s": pnp_s * 4}
+    }
     nets = {}
     for region in ("tune", "check"):
         idx = SPLITS[region]
-        mu = feats[idx].mean((0, 2, 3), keepdim=True)
-        sd = feats[idx].std((0, 2, 3), keepdim=True)
-        x = (feats - mu) / sd
         for name, target, loss in (("(e) qr", weak_p, "qr"), ("(f) distill", teacher, "distill")):
             t0 = time.perf_counter()
-            net = train(x, target, idx, loss, args.steps, args.seed)
+            net = train(feats, target, idx, loss, args.steps, args.seed)
             seconds = time.perf_counter() - t0
-            with torch.no_grad():
-                pred = net(x).argmax(1).numpy()
+            pred = net.probabilities(image).argmax(1).numpy()
             row = rows.setdefault(name, {"pred": np.zeros_like(pred), "s": 0.0})
             row["pred"][idx] = pred[idx]
             row["s"] += seconds / 2
-            nets[(name, region)] = (net, mu, sd)
-    net, mu, sd = nets[("(f) distill", "tune")]
-    with torch.no_grad():
-        transfer = net((feats - mu) / sd).argmax(1).numpy()
-    rows["(g) distill on 0-3, applied to 4-7"] = {"pred": transfer, "s": rows["(f) distill"]["s"], "check_only": True}
-    with torch.no_grad():
-        x8 = torch.randn(8, feats.shape[1], 256, 256)
-        net(x8)
-        t0 = time.perf_counter()
-        net(x8)
-        forward_s = (time.perf_counter() - t0) / 8
+            nets[(name, region)] = net
+    net = nets[("(f) distill", "tune")]
+    rows["(g) distill on 0-3, applied to 4-7"] = {
+        "pred": net.probabilities(image).argmax(1).numpy(),
+        "s": rows["(f) distill"]["s"],
+        "check_only": True,
+    }
+    x8 = torch.full((8, 4, 256, 256), 100.0)
+    net.probabilities(x8)
+    t0 = time.perf_counter()
+    net.probabilities(x8)
+    forward_s = (time.perf_counter() - t0) / 8
 
     print(f"prior {args.prior}, {args.steps} training steps per segmenter, seed {args.seed}, "
           f"torch threads {torch.get_num_threads()}\n")  # fmt: skip
-    print("| method | tune acc | tune mIoU | check acc | check mIoU | IoU water/tree/lowveg/built (check) | train s (per region) |")
+    print(
+        "| method | tune acc | tune mIoU | check acc | check mIoU | IoU water/tree/lowveg/built (check) | train s (per region) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         cells = []
@@ -137,7 +127,10 @@ def main() -> None:
                 continue
             sc = pooled(row["pred"], tiles, SPLITS[region], k)
             cells += [f"{100 * sc.accuracy:.1f}", f"{100 * sc.miou:.1f}"]
-        ious = "/".join("-" if np.isnan(v) else f"{100 * v:.0f}" for v in pooled(row["pred"], tiles, SPLITS["check"], k).iou)
+        ious = "/".join(
+            "-" if np.isnan(v) else f"{100 * v:.0f}"
+            for v in pooled(row["pred"], tiles, SPLITS["check"], k).iou
+        )
         train_s = "plug-and-play" if name.startswith("(d)") else f"{row['s']:.0f}"
         print(f"| {name} | " + " | ".join(cells) + f" | {ious} | {train_s} |")
     print(f"\nper 256 x 256 window: plug-and-play {pnp_s:.2f} s, segmenter forward {forward_s:.3f} s "

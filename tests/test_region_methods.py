@@ -38,8 +38,10 @@ def _two_class_crops(gen: torch.Generator, batch: int, crop: int):
     return image, target, torch.ones(batch, 1, crop, crop)
 
 
-def test_a_qr_segmenter_learns_from_a_soft_prior_and_is_deterministic(tmp_path: Path):
-    config = SegmenterConfig(in_channels=5, classes=2, width=8, dilations=(1, 1), steps=60, crop=16, batch_size=8)
+@pytest.mark.parametrize("loss", ["qr", "distill"])
+def test_a_segmenter_learns_from_soft_targets_and_is_deterministic(tmp_path: Path, loss: str):
+    config = SegmenterConfig(in_channels=5, classes=2, width=8, dilations=(1, 1), steps=60, crop=16, batch_size=8,
+                             loss=loss)
     mean, std = torch.tensor([0.5, 0.5, 0.5, 0.4, 0.0]), torch.tensor([0.3, 0.3, 0.3, 0.1, 0.5])
     a = train_segmenter(_two_class_crops, config, mean, std, seed=3)
     b = train_segmenter(_two_class_crops, config, mean, std, seed=3)

@@ -36,8 +36,9 @@ __all__ = [
     "train_segmenter",
 ]
 
-#: how a segmenter learns: ``qr`` from the weak-label distribution alone
-SEGMENTER_LOSSES = ("qr",)
+#: how a segmenter learns: ``qr`` from the weak-label distribution alone (Rolf et al.); ``distill``
+#: from another model's posteriors (soft cross-entropy, weighted by their confidence)
+SEGMENTER_LOSSES = ("qr", "distill")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,11 @@ def _qr_loss() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return QRLoss()
 
 
+def _distill_loss(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft cross-entropy against a teacher's posteriors, each pixel weighted by the teacher's confidence."""
+    return (-(target * torch.log(probs.clamp_min(1e-8))).sum(1) * target.max(1).values).mean()
+
+
 def train_segmenter(
     crops: Callable[[torch.Generator, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     config: SegmenterConfig,
@@ -144,14 +150,14 @@ def train_segmenter(
     model = Segmenter(config, mean, std)
     opt = torch.optim.Adam(model.parameters(), config.lr)
     gen = torch.Generator().manual_seed(seed)
-    loss_fn = _qr_loss()
+    loss_fn = _qr_loss() if config.loss == "qr" else _distill_loss
     model.train()
     for step in range(config.steps):
         image, target, valid = crops(gen, config.batch_size, config.crop)
-        probs = torch.softmax(model(model.features(image)), 1)
+        logits = model(model.features(image))
         # invalid pixels carry a uniform target: they pull towards no class
         target = torch.where(valid > 0, target, torch.full_like(target, 1.0 / target.shape[1]))
-        loss = loss_fn(probs, target)
+        loss = loss_fn(torch.softmax(logits, 1), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
