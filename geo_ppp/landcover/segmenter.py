@@ -146,8 +146,9 @@ def train_segmenter(
         seed: seeds the initialisation and the crops.
         progress: called with (step, steps) after every step.
     """
-    torch.manual_seed(seed)
-    model = Segmenter(config, mean, std)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG state untouched
+        torch.manual_seed(seed)
+        model = Segmenter(config, mean, std)
     opt = torch.optim.Adam(model.parameters(), config.lr)
     gen = torch.Generator().manual_seed(seed)
     loss_fn = _qr_loss() if config.loss == "qr" else _distill_loss
