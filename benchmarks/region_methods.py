@@ -28,38 +28,27 @@ from landcover_accuracy import SPLITS, load_tiles, pooled  # noqa: E402  (benchm
 
 from geo_ppp.core.weights import load_prior
 from geo_ppp.geo.legend import load_legend
-from geo_ppp.landcover.clustering import image_features
 from geo_ppp.landcover.infer import default_infer_config, infer_windows
-from geo_ppp.landcover.segmenter import Segmenter, SegmenterConfig, train_segmenter
+from geo_ppp.landcover.segmenter import (
+    Segmenter,
+    SegmenterConfig,
+    feature_statistics,
+    random_crops,
+    train_segmenter,
+)
 from geo_ppp.landcover.weak import load_cooccurrence, weak_distribution
 
 
 def train(
-    feats: torch.Tensor, target: torch.Tensor, idx: list[int], loss: str, steps: int, seed: int
+    image: torch.Tensor, target: torch.Tensor, idx: list[int], loss: str, steps: int, seed: int
 ) -> Segmenter:
     """geo_ppp's segmenter trained on random 64 x 64 crops of the windows ``idx`` (``qr`` or ``distill``)."""
     pick = torch.tensor(idx)
-    images = IMAGE[pick]
-    targets, valid = target[pick], torch.ones(len(idx), 1, *target.shape[-2:])
-    f = feats[pick]
-    mean, std = f.mean((0, 2, 3)), f.std((0, 2, 3))
-    size = images.shape[-1]
-
-    def crops(gen: torch.Generator, batch: int, crop: int):
-        which = torch.randint(0, len(idx), (batch,), generator=gen)
-        ys = torch.randint(0, size - crop + 1, (batch,), generator=gen)
-        xs = torch.randint(0, size - crop + 1, (batch,), generator=gen)
-        sel = list(zip(which.tolist(), ys.tolist(), xs.tolist(), strict=True))
-        return tuple(
-            torch.stack([t[i, :, y : y + crop, x : x + crop] for i, y, x in sel])
-            for t in (images, targets, valid)
-        )
-
-    config = SegmenterConfig(in_channels=feats.shape[1], classes=target.shape[1], steps=steps, loss=loss)
-    return train_segmenter(crops, config, mean, std, seed=seed)
-
-
-IMAGE = torch.empty(0)
+    images, targets = image[pick], target[pick]
+    valid = torch.ones(len(idx), 1, *target.shape[-2:])
+    mean, std = feature_statistics(images, valid)
+    config = SegmenterConfig(in_channels=len(mean), classes=target.shape[1], steps=steps, loss=loss)
+    return train_segmenter(random_crops(images, targets, valid), config, mean, std, seed=seed)
 
 
 def main() -> None:
@@ -74,9 +63,7 @@ def main() -> None:
     tiles = load_tiles(legend)
     cooc = load_cooccurrence("chesapeake")
     prior = load_prior(args.prior)
-    global IMAGE
     image = torch.tensor(np.stack([t[0] for t in tiles]))
-    IMAGE = image
     valid = torch.tensor(np.stack([t[1] for t in tiles]))[:, None]
     weak = torch.tensor(np.stack([t[2] for t in tiles]))
     t0 = time.perf_counter()
@@ -84,7 +71,6 @@ def main() -> None:
                             seeds=[args.seed * 1000 + i for i in range(8)]).probabilities.float()  # fmt: skip
     pnp_s = (time.perf_counter() - t0) / 8
     weak_p = weak_distribution(weak, cooc, 0.0).float()
-    feats = image_features(image)
 
     rows: dict[str, dict[str, object]] = {
         "(d) pnp (teacher)": {"pred": teacher.argmax(1).numpy(), "s": pnp_s * 4}
@@ -94,7 +80,7 @@ def main() -> None:
         idx = SPLITS[region]
         for name, target, loss in (("(e) qr", weak_p, "qr"), ("(f) distill", teacher, "distill")):
             t0 = time.perf_counter()
-            net = train(feats, target, idx, loss, args.steps, args.seed)
+            net = train(image, target, idx, loss, args.steps, args.seed)
             seconds = time.perf_counter() - t0
             pred = net.probabilities(image).argmax(1).numpy()
             row = rows.setdefault(name, {"pred": np.zeros_like(pred), "s": 0.0})

@@ -28,6 +28,8 @@ from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.landcover.clustering import image_features
 
 __all__ = [
+    "feature_statistics",
+    "random_crops",
     "SEGMENTER_LOSSES",
     "Segmenter",
     "SegmenterConfig",
@@ -113,6 +115,36 @@ class Segmenter(nn.Module):
             return torch.softmax(self(self.features(image)), 1)
         finally:
             self.train(was)
+
+
+def random_crops(
+    images: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
+) -> Callable[[torch.Generator, int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The ``crops`` of :func:`train_segmenter` over windows held in memory (N, ., S, S)."""
+    size = images.shape[-1]
+
+    def crops(gen: torch.Generator, batch: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        crop = min(crop, size)
+        which = torch.randint(0, len(images), (batch,), generator=gen).tolist()
+        ys = torch.randint(0, size - crop + 1, (batch,), generator=gen).tolist()
+        xs = torch.randint(0, size - crop + 1, (batch,), generator=gen).tolist()
+        pick = list(zip(which, ys, xs, strict=True))
+        cut = [
+            torch.stack([t[i, :, y : y + crop, x : x + crop] for i, y, x in pick])
+            for t in (images, targets, valid)
+        ]
+        return cut[0], cut[1], cut[2]
+
+    return crops
+
+
+def feature_statistics(images: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation over the valid pixels of (N, C, S, S) imagery in 0-255."""
+    feats = image_features(images)
+    mask = valid.bool().expand_as(feats)
+    mean = torch.stack([feats[:, c][mask[:, c]].mean() for c in range(feats.shape[1])])
+    std = torch.stack([feats[:, c][mask[:, c]].std() for c in range(feats.shape[1])])
+    return mean, std
 
 
 def _qr_loss() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -22,8 +22,14 @@ from geo_ppp.geo.grid import window_grid
 from geo_ppp.io.imagery import ImageReader
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.io.weak_labels import WeakReader
-from geo_ppp.landcover.clustering import image_features
-from geo_ppp.landcover.segmenter import SegmenterConfig, load_segmenter, save_segmenter, train_segmenter
+from geo_ppp.landcover.segmenter import (
+    SegmenterConfig,
+    feature_statistics,
+    load_segmenter,
+    random_crops,
+    save_segmenter,
+    train_segmenter,
+)
 from geo_ppp.landcover.weak import weak_distribution
 from geo_ppp.pipeline.job import RegionJob
 from geo_ppp.pipeline.worker import cached_cooccurrence
@@ -70,23 +76,9 @@ def train_region_segmenter(job: RegionJob, folder: Path) -> Path:
         log.info("segmenter found in %s: not trained again", folder)
         return folder
     images, targets, valids = _training_tiles(job, job.seed)
-    feats = image_features(images)
-    mask = valids.bool().expand_as(feats)
-    mean = torch.stack([feats[:, c][mask[:, c]].mean() for c in range(feats.shape[1])])
-    std = torch.stack([feats[:, c][mask[:, c]].std() for c in range(feats.shape[1])])
-    config = SegmenterConfig(in_channels=feats.shape[1], classes=targets.shape[1], steps=job.train_steps)
-    size = images.shape[-1]
-
-    def crops(gen: torch.Generator, batch: int, crop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        crop = min(crop, size)
-        which = torch.randint(0, len(images), (batch,), generator=gen)
-        ys = torch.randint(0, size - crop + 1, (batch,), generator=gen)
-        xs = torch.randint(0, size - crop + 1, (batch,), generator=gen)
-        pick = list(zip(which.tolist(), ys.tolist(), xs.tolist(), strict=True))
-        cut = lambda t: torch.stack([t[i, :, y : y + crop, x : x + crop] for i, y, x in pick])  # noqa: E731
-        return cut(images), cut(targets), cut(valids)
-
-    model = train_segmenter(crops, config, mean, std, seed=job.seed)
+    mean, std = feature_statistics(images, valids)
+    config = SegmenterConfig(in_channels=len(mean), classes=targets.shape[1], steps=job.train_steps)
+    model = train_segmenter(random_crops(images, targets, valids), config, mean, std, seed=job.seed)
     meta = {
         "legend": job.legend.name,
         "codes": list(job.legend.codes),
