@@ -395,3 +395,30 @@ def test_progress_is_called_once_per_tile(tiny_lc_prior: Path, address: str, tmp
     assert {c[1] for c in calls} == {18}
     assert sorted(c[2] for c in calls) == sorted(t.key for t in job.tiles.tiles)
     assert {c[3] for c in calls} == {"ran"}
+
+
+@pytest.mark.dask_cluster
+def test_distill_serial_on_dask_and_resumed_are_byte_identical(
+    tiny_lc_prior: Path, address: str, tmp_path: Path
+) -> None:
+    """--method distill on a cluster: teacher tiles as tasks, one training task, then the mapped tiles."""
+    images, weak = _inputs(SMALL)
+    kw = {"prior": tiny_lc_prior, "steps": 1, "seed": 5, "method": "distill", "train_steps": 20,
+          "distill_tiles": 3, **KW}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in every worker: torch's sums depend on the thread count
+    try:
+        serial = segment(images, weak, out=tmp_path / "serial.tif", **kw)
+    finally:
+        torch.set_num_threads(threads)
+    work = tmp_path / "work"
+    dask = segment(images, weak, out=tmp_path / "dask.tif", scheduler=address, workdir=work, **kw)
+    assert serial.stats["ran"] == dask.stats["ran"] == 18
+    assert len(list((work / "teacher" / "tiles").glob("*.npy"))) == 3  # the sample, not the region
+    assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "dask.tif").read_bytes()
+    # resumed on the cluster: the teacher tiles, the segmenter and the mapped tiles are all reused
+    trained = (work / "segmenter" / "model.safetensors").stat().st_mtime_ns
+    again = segment(images, weak, out=tmp_path / "dask.tif", scheduler=address, workdir=work, overwrite=True, **kw)
+    assert again.stats["resumed"] == 18
+    assert (work / "segmenter" / "model.safetensors").stat().st_mtime_ns == trained
+    assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "dask.tif").read_bytes()

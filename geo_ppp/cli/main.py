@@ -10,7 +10,7 @@ from geo_ppp.cli.evaluate import cooccurrence, evaluate
 from geo_ppp.cli.generate import digits_demo, generate, prior_check
 from geo_ppp.cli.options import verbosity_options
 from geo_ppp.cli.segment import demo, run_job_command, segment
-from geo_ppp.cli.train import train_classifier, train_prior
+from geo_ppp.cli.train import export_onnx, train_classifier, train_prior
 
 __all__ = ["main"]
 
@@ -36,5 +36,6 @@ for command in (
     digits_demo,
     cooccurrence,
     evaluate,
+    export_onnx,
 ):
     main.add_command(command)

@@ -23,6 +23,7 @@ class TileBar(RunObserver):
         self.bar: Any = None
         self.total = 0
         self.counts = {"ran": 0, "skipped": 0, "resumed": 0}
+        self.stages: dict[str, Any] = {}
 
     def planned(self, job: RegionJob, name: str | None = None) -> None:
         """Add a region's tiles to the total (the bar appears with the first region)."""
@@ -46,11 +47,30 @@ class TileBar(RunObserver):
         else:
             self.bar.update(1)
 
+    def stage(self, name: str, done: int, total: int) -> None:
+        """A method's stage (teacher tiles, training steps): a second bar under the tiles' bar."""
+        from tqdm import tqdm
+
+        bar = self.stages.get(name)
+        if bar is None:
+            desc = {"teacher": "plug-and-play teacher", "train": "training segmenter"}.get(name, name)
+            unit = "step" if name == "train" else "tile"
+            bar = self.stages[name] = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, position=1)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+            if self.bar is not None and self.bar.n == 0:
+                self.bar.reset(total=self.total)  # the tiles' rate starts with the tiles
+
     def published(self, result: RegionResult, name: str | None = None) -> None:
         """A region's outputs are written (the bar keeps going over the other regions)."""
 
     def close(self) -> None:
-        """Close the bar (once)."""
+        """Close the bars (once)."""
+        for bar in self.stages.values():
+            bar.close()
+        self.stages.clear()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -61,8 +81,9 @@ class JsonLines(RunObserver):
 
     Lines, in order: ``{"event": "plan", "region", "tiles", "total", "workdir"}`` for every region
     before any tile runs (``total``: the tiles of every region planned so far); ``{"event": "tile",
-    "done", "total", "tile", "status"}`` per tile; ``{"event": "outputs", "region", "outputs",
-    "stats"}`` per region published. Errors stay one plain ``Error: ...`` line.
+    "done", "total", "tile", "status"}`` per tile; ``{"event": "stage", "stage", "done", "total"}``
+    for a region-trained method's teacher tiles and training steps; ``{"event": "outputs", "region",
+    "outputs", "stats"}`` per region published. Errors stay one plain ``Error: ...`` line.
     """
 
     def __init__(self, stream: Any = None) -> None:
@@ -89,6 +110,12 @@ class JsonLines(RunObserver):
     def tile(self, done: int, total: int, tile: Tile, status: str) -> None:
         """A tile done."""
         self._write({"event": "tile", "done": done, "total": total, "tile": tile.key, "status": status})
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        """A method's stage: ``{"event": "stage", "stage", "done", "total"}`` (training: every 10th step)."""
+        if name == "train" and done % 10 and done < total:
+            return
+        self._write({"event": "stage", "stage": name, "done": done, "total": total})
 
     def published(self, result: RegionResult, name: str | None = None) -> None:
         """A region's outputs."""

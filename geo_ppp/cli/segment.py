@@ -69,11 +69,36 @@ def _presets() -> tuple[str, ...]:
     type=RegistryChoice(_methods),
     default="pnp",
     show_default=True,
-    help="pnp: plug-and-play per tile under the diffusion prior; qr: a small segmenter trained on the region "
-    "from the weak labels alone (Rolf et al.'s implicit posterior), in this process.",
+    help="pnp: plug-and-play per tile under the diffusion prior; distill: plug-and-play on a sample of "
+    "tiles, then a small segmenter trained on its maps maps the whole region (one forward pass per "
+    "tile); qr: a segmenter trained on the region from the weak labels alone (Rolf et al.'s "
+    "implicit posterior).",
 )
 @click.option(
-    "--train-steps", type=int, default=1000, show_default=True, help="Training steps of the qr segmenter."
+    "--train-steps",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Training steps of the distill or qr segmenter.",
+)
+@click.option(
+    "--distill-tiles",
+    type=int,
+    default=None,
+    help="Tiles the distill/qr segmenter learns from, sampled with --seed (default: 64, or all if fewer).",
+)
+@click.option(
+    "--segmenter",
+    "segmenter_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Map with a segmenter saved by --save-segmenter (no plug-and-play, no training: the fast path).",
+)
+@click.option(
+    "--save-segmenter",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the trained distill/qr segmenter in this folder (safetensors + JSON config).",
 )
 @click.option("--tile-size", type=int, default=256, show_default=True, help="Tile size, working-grid pixels.")
 @click.option("--overlap", type=int, default=32, show_default=True, help="Tile overlap, pixels (blended).")
@@ -117,6 +142,9 @@ def segment(
     preset: str,
     method: str,
     train_steps: int,
+    distill_tiles: int | None,
+    segmenter_dir: Path | None,
+    save_segmenter: Path | None,
     tile_size: int,
     overlap: int,
     batch_size: int,
@@ -158,6 +186,9 @@ def segment(
             preset=preset,
             method=method,
             train_steps=train_steps,
+            distill_tiles=distill_tiles,
+            segmenter=segmenter_dir,
+            save_segmenter=save_segmenter,
             tile_size=tile_size,
             overlap=overlap,
             batch_size=batch_size,
@@ -220,7 +251,12 @@ def run_job_command(
 
         for region in spec.regions:
             prep = prepare_job_region(
-                spec, region, overwrite or spec.overwrite, True, resolve_device(device), setup=False,
+                spec,
+                region,
+                overwrite or spec.overwrite,
+                True,
+                resolve_device(device),
+                setup=False,
                 lock=False,
             )
             click.echo(f"region {region.name}: {len(prep.job.tiles)} tiles -> {region.out}")
@@ -229,8 +265,13 @@ def run_job_command(
     progress = observer_for(progress_mode, quiet)
     try:
         run_job(
-            spec, scheduler=scheduler, overwrite=overwrite or None, resume=resume,
-            device=resolve_device(device), progress=progress, echo=click.echo,
+            spec,
+            scheduler=scheduler,
+            overwrite=overwrite or None,
+            resume=resume,
+            device=resolve_device(device),
+            progress=progress,
+            echo=click.echo,
         )
     finally:
         progress.close()
@@ -273,8 +314,15 @@ def demo(
     progress = observer_for(progress_mode, quiet)
     try:
         report = run_landcover_demo(
-            out, data=data, seed=seed, steps=steps, overwrite=overwrite,
-            device=resolve_device(device), progress=progress, echo=click.echo, command=command_line(),
+            out,
+            data=data,
+            seed=seed,
+            steps=steps,
+            overwrite=overwrite,
+            device=resolve_device(device),
+            progress=progress,
+            echo=click.echo,
+            command=command_line(),
         )
     finally:
         progress.close()

@@ -163,3 +163,22 @@ def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None
     model, stats = train_digit_classifier(epochs=epochs, seed=seed)
     save_digit_classifier(model, out, {**stats, "command": command_line(), "seed": seed, "epochs": epochs})
     click.echo(f"wrote classifier to {out} (accuracy on the judge split {stats['judge_accuracy']:.3f})")
+
+
+@click.command("export-onnx")
+@click.argument("segmenter", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--tile-size", type=int, default=256, show_default=True, help="Input tile size, pixels.")
+@click.option("--overlap", type=int, default=32, show_default=True, help="Tile overlap for Deepness, pixels.")
+@overwrite_option
+@handle_errors
+def export_onnx(segmenter: Path, out: Path, tile_size: int, overlap: int, overwrite: bool) -> None:
+    """Export a saved segmenter (--save-segmenter) to ONNX for the QGIS Deepness plugin."""
+    from geo_ppp.landcover.export import export_onnx as export
+
+    report = export(segmenter, out, overwrite=overwrite, tile_size=tile_size, overlap=overlap)
+    names = ", ".join(report["metadata"]["class_names"].values())
+    click.echo(
+        f"wrote {out} (Deepness segmentor: {names}; {report['metadata']['resolution']:g} cm/px, "
+        f"{tile_size} px tiles; onnxruntime matches torch within {report['max_abs_difference']:.1e})"
+    )

@@ -119,7 +119,8 @@ class PriorPlugin(WorkerPlugin):
         if self.device == "cpu":
             _set_threads(getattr(worker.state, "nthreads", None) or getattr(worker, "nthreads", 1) or 1)
         try:
-            cached_prior(self.prior, self.device)
+            if self.prior:  # (a saved segmenter's job has no prior)
+                cached_prior(self.prior, self.device)
         except Exception as exc:
             raise SchedulerError(
                 f"worker {worker.address} cannot load the prior {self.prior!r}: {exc}. Give a --prior that "
@@ -163,6 +164,7 @@ class DaskRunner:
 
         self.infer = infer
         self.retries = retries
+        self._shown = False
         self.cluster = None
         where, n = parse_scheduler(scheduler)
         if not logging.getLogger("geo_ppp").isEnabledFor(logging.DEBUG):
@@ -182,8 +184,13 @@ class DaskRunner:
                     # (after a crash) would otherwise come back with Dask's defaults
                     worker_config = copy.deepcopy(dask.config.config)
                     self.cluster = LocalCluster(
-                        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                        resources=gpu, silence_logs=logging.ERROR, config=worker_config,
+                        n_workers=n,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=":0",
+                        resources=gpu,
+                        silence_logs=logging.ERROR,
+                        config=worker_config,
                     )
                 self.client = Client(self.cluster)
             else:
@@ -241,8 +248,13 @@ class DaskRunner:
                 raise SchedulerError(str(cause)) from exc
             raise SchedulerError(f"the Dask workers could not load the prior {job.prior!r}: {exc}") from exc
 
-    def submit(self, job: RegionJob, batches: list[list[Tile]]) -> list[Any]:
-        """Submit every batch of a region as one task each (keys: the job's digest, the batch, a token)."""
+    def submit(
+        self, job: RegionJob, batches: list[list[Tile]], infer: Callable[..., np.ndarray] | None = None
+    ) -> list[Any]:
+        """Submit every batch of a region as one task each (keys: the job's digest, the batch, a token).
+
+        ``infer`` replaces this runner's ``infer`` for these batches (a region's trained segmenter).
+        """
         text = json.dumps(job.fingerprint(), sort_keys=True, default=str)
         digest = hashlib.sha1(text.encode()).hexdigest()[:12]
         # A fresh token per submission: the scheduler gives every future of one key the same result,
@@ -254,8 +266,14 @@ class DaskRunner:
         for i, batch in enumerate(batches):
             futures.append(
                 self.client.submit(
-                    _run_batch_task, job, batch, self.infer, key=f"geo_ppp-{digest}-batch{i:05d}-{token}",
-                    pure=False, resources=resources, retries=self.retries,
+                    _run_batch_task,
+                    job,
+                    batch,
+                    infer or self.infer,
+                    key=f"geo_ppp-{digest}-batch{i:05d}-{token}",
+                    pure=False,
+                    resources=resources,
+                    retries=self.retries,
                 )
             )
         return futures
@@ -295,15 +313,34 @@ class DaskRunner:
             self.client.cancel(list(futures))
             raise
 
+    def run_task(self, fn: Callable[..., Any], job: RegionJob, *args: Any) -> Any:
+        """Run ``fn(job, *args)`` as one task and wait for it; its exception is raised here.
+
+        A region's training runs so, on a GPU worker for ``--device cuda``.
+        """
+        resources = {"GPU": 1} if job.device == "cuda" else None
+        token = uuid.uuid4().hex[:8]
+        future = self.client.submit(
+            fn, job, *args, key=f"geo_ppp-{getattr(fn, '__name__', 'task')}-{token}", pure=False,
+            resources=resources, retries=self.retries,
+        )  # fmt: skip
+        return future.result()
+
     def __call__(
-        self, job: RegionJob, batches: list[list[Tile]], progress: Progress | None, timings: dict[str, float]
+        self,
+        job: RegionJob,
+        batches: list[list[Tile]],
+        progress: Progress | None,
+        timings: dict[str, float],
+        infer: Callable[..., np.ndarray] | None = None,
     ) -> dict[str, str]:
         """Run a region's batches on the cluster; ``progress`` is driven as batches finish."""
         self.prepare(job)
-        if self.dashboard:
+        if self.dashboard and not self._shown:
             log.warning("Dask dashboard: %s", self.dashboard)
+            self._shown = True
         report: dict[str, str] = {}
-        total = len(job.tiles)
+        total = sum(len(b) for b in batches)
 
         def on_tile(_future: Any, tile: Tile, status: str) -> None:
             report[tile.key] = status
@@ -311,5 +348,5 @@ class DaskRunner:
             if progress is not None:
                 progress(len(report), total, tile, status)
 
-        self.collect(self.submit(job, batches), batches, on_tile, lambda _future: timings)
+        self.collect(self.submit(job, batches, infer), batches, on_tile, lambda _future: timings)
         return report

@@ -23,6 +23,7 @@ from geo_ppp.geo.legend import Legend
 from geo_ppp.io.imagery import ImageSpec
 from geo_ppp.io.weak_labels import WeakSpec
 from geo_ppp.landcover.infer import InferConfig
+from geo_ppp.landcover.segmenter import SEGMENTER_VERSION
 from geo_ppp.outputs import OutputError, check_distinct
 from geo_ppp.pipeline.tiling import Tile, TileGrid
 
@@ -56,6 +57,13 @@ class RunObserver:
 
     def tile(self, done: int, total: int, tile: Tile, status: str) -> None:
         """A tile finished: ``done`` of ``total`` (over every region), ``ran``/``skipped``/``resumed``."""
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        """A region-level method's stage moved, ``done`` of ``total``.
+
+        Stages: ``teacher`` tiles (plug-and-play on the sample a ``distill`` segmenter learns from) and
+        ``train`` steps.
+        """
 
     def published(self, result: RegionResult, name: str | None = None) -> None:
         """A region's map and products were written."""
@@ -97,8 +105,12 @@ class RegionJob:
         workdir: where tile results go.
         device: ``cpu`` or ``cuda``.
         aoi_wkt: the AOI polygon in the image CRS (WKT), or None.
-        method: ``pnp`` (plug-and-play per tile) or ``qr`` (a segmenter trained on the region).
-        train_steps: training steps of a region-trained segmenter (``qr``).
+        method: ``pnp`` (plug-and-play per tile), ``qr`` or ``distill`` (a segmenter trained on the
+            region), or ``segmenter`` (a saved segmenter, ``segmenter``).
+        train_steps: training steps of a region-trained segmenter.
+        distill_tiles: tiles a region-trained segmenter learns from (None: the default sample).
+        segmenter: a saved segmenter's folder (``method="segmenter"``).
+        segmenter_digest: the SHA-1 of its weights (a retrained segmenter is another run).
     """
 
     image: ImageSpec
@@ -115,6 +127,9 @@ class RegionJob:
     aoi_wkt: str | None = None
     method: str = "pnp"
     train_steps: int = 1000
+    distill_tiles: int | None = None
+    segmenter: str | None = None
+    segmenter_digest: str | None = None
 
     def batches(self) -> list[list[Tile]]:
         """The fixed batches: row-major tiles in groups of ``batch_size``."""
@@ -136,8 +151,17 @@ class RegionJob:
             "device": self.device,
             "aoi": self.aoi_wkt,
             # (plug-and-play work dirs made before --method existed stay resumable)
-            **({"method": self.method, "train_steps": self.train_steps} if self.method != "pnp" else {}),
+            **({"method": self.method, **self.method_settings()} if self.method != "pnp" else {}),
         }
+
+    def method_settings(self) -> dict[str, Any]:
+        """The settings of a region-level method (empty for plug-and-play)."""
+        if self.method in ("qr", "distill"):
+            return {"train_steps": self.train_steps, "distill_tiles": self.distill_tiles,
+                    "segmenter_version": SEGMENTER_VERSION}  # fmt: skip
+        if self.method == "segmenter":
+            return {"segmenter": self.segmenter, "segmenter_digest": self.segmenter_digest}
+        return {}
 
 
 @dataclass
@@ -183,9 +207,11 @@ class RunSettings:
     device: str = "cpu"
     method: str = "pnp"
     train_steps: int = 1000
+    distill_tiles: int | None = None
+    segmenter: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("prior", "cooccurrence", "aoi"):
+        for name in ("prior", "cooccurrence", "aoi", "segmenter"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 object.__setattr__(self, name, os.fspath(value))
@@ -303,6 +329,6 @@ def resolved_config(job: RegionJob, paths: dict[str, Path], command: str) -> dic
         "device": job.device,
         "aoi_wkt": job.aoi_wkt,
         "method": job.method,
-        "train_steps": job.train_steps if job.method != "pnp" else None,
+        **job.method_settings(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }

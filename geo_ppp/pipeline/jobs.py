@@ -29,13 +29,14 @@ from geo_ppp.pipeline.job import (
 )
 from geo_ppp.pipeline.jobspec import JobSpec, RegionSpec, load_job
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
-from geo_ppp.pipeline.region import region_inferrer
+from geo_ppp.pipeline.region import method_inferrer
 from geo_ppp.pipeline.run import finish_region
 from geo_ppp.pipeline.worker import run_serial
 
 __all__ = ["JobSpec", "RegionSpec", "load_job", "prepare_job_region", "run_job"]
 
 log = logging.getLogger(__name__)
+
 
 def prepare_job_region(
     spec: JobSpec,
@@ -165,18 +166,18 @@ def _run_prepared(
         for i, prep in enumerate(preps):
             started = time.perf_counter()
             timings: dict[str, float] = {}
-            tile_infer = infer or region_inferrer(prep.job)
+
+            def teacher(
+                j: Any, batches: list[list[Any]], timings: dict[str, float] = timings
+            ) -> dict[str, str]:
+                return run_serial(j, batches, _stage(observer), timings, infer=infer)
+
+            tile_infer = method_inferrer(prep.job, teacher, progress=observer.stage) or infer
             report = run_serial(prep.job, prep.job.batches(), step, timings, infer=tile_infer)
             publish(i, report, timings, started)
         return results
 
     # the runner is closed by run_job
-    region_based = [spec.regions[i].name for i, p in enumerate(preps) if p.job.method != "pnp"]
-    if region_based:
-        raise InputError(
-            f"regions {region_based} use a region-trained --method, which runs in this process; run the job "
-            "without a scheduler (its Dask form is not built yet)"
-        )
     if runner.dashboard:
         echo(f"Dask dashboard: {runner.dashboard}")
     for prep in {p.job.prior + "|" + p.job.device: p for p in preps}.values():
@@ -184,19 +185,33 @@ def _run_prepared(
     for prep in preps:  # the scheduler is reachable and the workers hold the prior: now write
         prep.setup()
     started = time.perf_counter()
+    # region-level methods first: teacher tiles as tasks, one training task each, then their tiles
+    # are mapped with the rest
+    method_timings: list[dict[str, float]] = [{} for _ in preps]
+    inferrers = [
+        method_inferrer(
+            prep.job,
+            lambda j, b, t=method_timings[i]: runner(j, b, _stage(observer), t, infer=infer),
+            train=runner.run_task,
+            progress=observer.stage,
+        )
+        or infer
+        for i, prep in enumerate(preps)
+    ]
     region_of: dict[str, int] = {}
     pending: list[int] = []
     futures: list[Any] = []
     batches: list[list[Any]] = []
     for i, prep in enumerate(preps):
         region_batches = prep.job.batches()
-        fs = runner.submit(prep.job, region_batches)
+        fs = runner.submit(prep.job, region_batches, inferrers[i])
         pending.append(len(fs))
         region_of.update({f.key: i for f in fs})
         futures += fs
         batches += region_batches
     reports: list[dict[str, str]] = [{} for _ in preps]
-    timings_all: list[dict[str, float]] = [{} for _ in preps]
+    timings_all = method_timings
+
     def on_tile(future: Any, tile: Any, status: str) -> None:
         reports[region_of[future.key]][tile.key] = status
         step(0, 0, tile, status)
@@ -209,6 +224,11 @@ def _run_prepared(
 
     runner.collect(futures, batches, on_tile, lambda f: timings_all[region_of[f.key]], on_batch_done)
     return results
+
+
+def _stage(observer: RunObserver) -> Callable[[int, int, Any, str], None]:
+    """Teacher tiles reported as the ``teacher`` stage of a region-level method."""
+    return lambda done, total, _tile, _status: observer.stage("teacher", done, total)
 
 
 def _summary(region: RegionSpec, result: RegionResult) -> str:

@@ -60,6 +60,8 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "bands": list,
     "train_steps": int,
     "method": str,
+    "distill_tiles": int,
+    "segmenter": str,
     "overwrite": bool,
     "resume": bool,
 }

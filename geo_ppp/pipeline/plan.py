@@ -24,10 +24,11 @@ from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.io.imagery import ImageSpec, open_region
 from geo_ppp.io.scan import scan_image_files
 from geo_ppp.io.weak_labels import open_weak_labels
-from geo_ppp.landcover.infer import default_infer_config
+from geo_ppp.landcover.infer import InferConfig, default_infer_config
 from geo_ppp.landcover.prior import DEFAULT_PRIORS, check_prior_legend
 from geo_ppp.outputs import RunLock, check_outputs
 from geo_ppp.pipeline.job import RegionJob, RunSettings, check_products_distinct, output_paths
+from geo_ppp.pipeline.region import METHODS, TRAIN_TILES, check_segmenter_fits, file_digest
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import TileGrid
 from geo_ppp.pipeline.worker import cached_cooccurrence, cached_prior, cells_per_pixel
@@ -82,6 +83,27 @@ def _check_tile_size(prior: Prior, tile_size: int, factor: int) -> None:
         )
 
 
+def _check_method(s: RunSettings) -> str:
+    """The job's method: ``--method``, or ``segmenter`` for ``--segmenter DIR``."""
+    if s.method not in METHODS:
+        raise InputError(f"unknown --method {s.method!r}; use one of {', '.join(METHODS)}")
+    if s.train_steps < 1:
+        raise InputError(f"--train-steps must be >= 1, got {s.train_steps}")
+    if s.distill_tiles is not None:
+        if s.method not in ("qr", "distill"):
+            raise InputError("--distill-tiles is for --method distill or qr; add --method distill")
+        if s.distill_tiles < 1:
+            raise InputError(f"--distill-tiles must be >= 1, got {s.distill_tiles}")
+    if s.segmenter is not None:
+        if s.method != "pnp":
+            raise InputError(
+                f"--segmenter applies a trained segmenter; it cannot be combined with --method {s.method} "
+                "(which trains one): give one of them"
+            )
+        return "segmenter"
+    return s.method
+
+
 def plan(
     image: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     weak_labels: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -107,28 +129,32 @@ def plan(
     """
     s = (settings or RunSettings()).replace(**changes)
     legend = load_legend(legend)
-    prior_name = _resolve_prior(legend, s.prior)
-    prior_obj = cached_prior(prior_name, "cpu")
-    check_prior_legend(prior_obj, legend)
+    method = _check_method(s)
+    segmenter, digest, prior_obj = None, None, None
+    if method == "segmenter":  # a saved segmenter: no prior, its own resolution
+        segmenter = str(Path(s.segmenter).resolve())
+        seg_meta = check_segmenter_fits(segmenter, legend)
+        digest = file_digest(Path(segmenter) / "model.safetensors")
+        prior_name, config = "", s.config or InferConfig()
+        work_res = float(seg_meta.get("resolution_m", 1.0))
+    else:
+        prior_name = _resolve_prior(legend, s.prior)
+        prior_obj = cached_prior(prior_name, "cpu")
+        check_prior_legend(prior_obj, legend)
+        try:
+            config = s.config or default_infer_config(prior_obj, s.preset)
+        except ConfigError as err:
+            raise InputError(f"--preset: {err}") from None
+        if s.steps is not None:
+            config = config.with_pnp(steps=s.steps)
+        work_res = float(prior_obj.meta.get("resolution_m", 4.0)) / PIXELS_PER_CELL
     cooc_name = str(s.cooccurrence) if s.cooccurrence is not None else legend.name
     if Path(cooc_name).exists():
         cooc_name = str(Path(cooc_name).resolve())
     cooc = cached_cooccurrence(cooc_name)
     cooc.check_legend(legend)
-    try:
-        config = s.config or default_infer_config(prior_obj, s.preset)
-    except ConfigError as err:
-        raise InputError(f"--preset: {err}") from None
-    if s.steps is not None:
-        config = config.with_pnp(steps=s.steps)
-    if s.method not in ("pnp", "qr"):
-        raise InputError(f"unknown --method {s.method!r}; use pnp (plug-and-play per tile) or qr")
-    if s.train_steps < 1:
-        raise InputError(f"--train-steps must be >= 1, got {s.train_steps}")
     if s.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {s.batch_size}")
-    prior_res = float(prior_obj.meta.get("resolution_m", 4.0))
-    work_res = prior_res / PIXELS_PER_CELL
 
     images = [image] if isinstance(image, (str, os.PathLike)) else list(image)
     aoi_geom = None
@@ -152,9 +178,16 @@ def plan(
             log.warning("%s (factor %.1f: expect coarser detail or a slower run)", msg, max(ratio, 1 / ratio))
         else:
             log.info(msg)
-    factor = cells_per_pixel(prior_obj, spec.work_resolution_m)
-    _check_tile_size(prior_obj, s.tile_size, factor)
+    if prior_obj is not None:
+        _check_tile_size(prior_obj, s.tile_size, cells_per_pixel(prior_obj, spec.work_resolution_m))
+    else:
+        check_segmenter_fits(segmenter, legend, bands=len(spec.bands))
     tiles = TileGrid(spec.work.height, spec.work.width, s.tile_size, s.overlap, _sparse_footprints(spec))
+    if s.distill_tiles is not None and s.distill_tiles > len(tiles):
+        raise InputError(
+            f"--distill-tiles {s.distill_tiles} is more than the region's {len(tiles)} tile(s); give at most "
+            f"{len(tiles)}, or leave it out to sample {min(TRAIN_TILES, len(tiles))}"
+        )
     weak = open_weak_labels(
         [weak_labels] if isinstance(weak_labels, (str, os.PathLike)) else list(weak_labels),
         spec.work,
@@ -180,8 +213,11 @@ def plan(
         workdir=str(workdir),
         device=s.device,
         aoi_wkt=aoi_geom.wkt if aoi_geom is not None else None,
-        method=s.method,
+        method=method,
         train_steps=s.train_steps,
+        distill_tiles=s.distill_tiles if method in ("qr", "distill") else None,
+        segmenter=segmenter,
+        segmenter_digest=digest,
     )
 
 

@@ -25,6 +25,8 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,7 @@ from geo_ppp.pipeline.job import (
 )
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
 from geo_ppp.pipeline.publish import publish
-from geo_ppp.pipeline.region import region_inferrer
+from geo_ppp.pipeline.region import method_inferrer, publish_segmenter
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import Tile
 from geo_ppp.pipeline.worker import run_serial
@@ -80,10 +82,12 @@ def segment(
     device: str = "cpu",
     method: str = "pnp",
     train_steps: int = 1000,
+    distill_tiles: int | None = None,
+    segmenter: str | os.PathLike[str] | None = None,
+    save_segmenter: str | os.PathLike[str] | None = None,
     progress: RunObserver | Progress | None = None,
     scheduler: str | None = None,
-    runner: Callable[[RegionJob, list[list[Tile]], Progress | None, dict[str, float]], dict[str, str]]
-    | None = None,
+    runner: Callable[..., dict[str, str]] | None = None,
     infer: Callable[..., np.ndarray] | None = None,
     command: str = "",
 ) -> RegionResult:
@@ -113,14 +117,19 @@ def segment(
         resume: reuse finished tiles of the same run found in the work dir.
         overwrite: replace existing outputs.
         device: ``cpu`` or ``cuda``.
-        method: ``pnp`` (plug-and-play per tile, the default) or ``qr`` (a small segmenter trained on
-            the region from the weak labels alone, Rolf et al.'s implicit posterior; in this process).
-        train_steps: training steps of the ``qr`` segmenter.
+        method: ``pnp`` (plug-and-play per tile, the default), ``qr`` (a small segmenter trained on
+            the region from the weak labels alone, Rolf et al.'s implicit posterior) or ``distill``
+            (plug-and-play on a sample of tiles, then a segmenter trained on its maps maps the region).
+        train_steps: training steps of a ``qr`` or ``distill`` segmenter.
+        distill_tiles: tiles a ``qr``/``distill`` segmenter learns from (default: 64, or all if fewer).
+        segmenter: a segmenter saved by ``save_segmenter``: it maps the region, nothing is trained.
+        save_segmenter: keep the trained segmenter in this folder (safetensors + JSON config).
         progress: a :class:`~geo_ppp.pipeline.job.RunObserver` (the region planned, with its tile
             count, before any tile runs; every tile; the outputs), or a callable called after every tile.
         scheduler: run the tiles on Dask: ``local``, ``local:N`` or a scheduler address (default: in
             this process).
-        runner: runs the batches (default: in this process, in order, or on ``scheduler``).
+        runner: runs the batches (default: in this process, in order, or on ``scheduler``): a
+            :class:`~geo_ppp.pipeline.distributed.DaskRunner` or anything called like it.
         infer: replaces the land-cover inference (tests, benchmarks).
         command: the command line, recorded in the config.
 
@@ -131,15 +140,25 @@ def segment(
     started = time.perf_counter()
     observer = as_observer(progress)
     settings = RunSettings(
-        prior=prior, cooccurrence=cooccurrence, config=config, steps=steps, preset=preset,
-        tile_size=tile_size, overlap=overlap, batch_size=batch_size, seed=seed, bands=bands, aoi=aoi,
-        label_attribute=label_attribute, device=device, method=method, train_steps=train_steps,
+        prior=prior,
+        cooccurrence=cooccurrence,
+        config=config,
+        steps=steps,
+        preset=preset,
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        seed=seed,
+        bands=bands,
+        aoi=aoi,
+        label_attribute=label_attribute,
+        device=device,
+        method=method,
+        train_steps=train_steps,
+        distill_tiles=distill_tiles,
+        segmenter=segmenter,
     )
-    if method != "pnp" and scheduler is not None:
-        raise InputError(
-            f"--method {method} trains on the region in this process; run it without --scheduler "
-            "(its Dask form is not built yet)"
-        )
+    save_to = _check_save_segmenter(save_segmenter, settings, overwrite)
     dask_runner = None
 
     def connect(job: RegionJob) -> None:
@@ -155,26 +174,47 @@ def segment(
             # The scheduler is reached (and the prior loaded on its workers) before the work dir is set
             # up: a malformed or unreachable scheduler, or workers that cannot load the prior, leave nothing.
             prep = prepare_region(
-                image, weak_labels, legend, out, settings=settings, probabilities=probabilities,
-                vector=vector, quicklook=quicklook, workdir=workdir, resume=resume, overwrite=overwrite,
-                command=command, before_workdir=connect if runner is None and scheduler is not None else None,
+                image,
+                weak_labels,
+                legend,
+                out,
+                settings=settings,
+                probabilities=probabilities,
+                vector=vector,
+                quicklook=quicklook,
+                workdir=workdir,
+                resume=resume,
+                overwrite=overwrite,
+                command=command,
+                before_workdir=connect if runner is None and scheduler is not None else None,
             )
             job = prep.job
             observer.planned(job)
             timings: dict[str, float] = {}
-            batches = job.batches()
+            active = dask_runner if dask_runner is not None else runner
+
+            def run_tiles(j: RegionJob, batches: list[list[Tile]], tile_infer: Any = infer) -> dict[str, str]:
+                on_tile = observer.tile if j is job else _stage_tiles(observer)
+                if active is None:
+                    return run_serial(j, batches, on_tile, timings, infer=tile_infer)
+                return active(j, batches, on_tile, timings, infer=tile_infer)
+
             t0 = time.perf_counter()
-            if dask_runner is not None:
-                report = dask_runner(job, batches, observer.tile, timings)
-            elif runner is None:
-                report = run_serial(job, batches, observer.tile, timings, infer=infer or region_inferrer(job))
-            else:
-                report = runner(job, batches, observer.tile, timings)
+            tile_infer = infer
+            if tile_infer is None or job.method != "pnp":
+                tile_infer = (
+                    method_inferrer(
+                        job, run_tiles, train=getattr(active, "run_task", None), progress=observer.stage
+                    )
+                    or infer
+                )
+            timings["method"] = time.perf_counter() - t0
+            report = run_tiles(job, job.batches(), tile_infer)
             timings["tiles_wall"] = time.perf_counter() - t0
         finally:
             if dask_runner is not None:
                 dask_runner.close()
-        result = finish_region(prep, report, timings, started)
+        result = finish_region(prep, report, timings, started, save_segmenter=save_to)
         observer.published(result)
         return result
     finally:
@@ -182,10 +222,46 @@ def segment(
             prep.release()  # the locks on the outputs and the work dir
 
 
+def _stage_tiles(observer: RunObserver) -> Callable[[int, int, Tile, str], None]:
+    """Tiles of a method's stage (the teacher's) reported as that stage's progress."""
+
+    def on_tile(done: int, total: int, tile: Tile, status: str) -> None:
+        observer.stage("teacher", done, total)
+
+    return on_tile
+
+
+def _check_save_segmenter(
+    folder: str | os.PathLike[str] | None, settings: RunSettings, overwrite: bool
+) -> Path | None:
+    """``--save-segmenter``: only with a trained segmenter, and never over a folder without --overwrite."""
+    if folder is None:
+        return None
+    if settings.method not in ("qr", "distill"):
+        raise InputError(
+            "--save-segmenter keeps the segmenter that --method distill or qr trains; add --method distill"
+        )
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--save-segmenter {folder} is a file; give a folder to write the segmenter into")
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"--save-segmenter {folder} already exists; pass --overwrite or another folder"
+        )
+    return folder
+
+
 def finish_region(
-    prep: PreparedRegion, report: dict[str, str], timings: dict[str, float], started: float | None = None
+    prep: PreparedRegion,
+    report: dict[str, str],
+    timings: dict[str, float],
+    started: float | None = None,
+    save_segmenter: Path | None = None,
 ) -> RegionResult:
-    """Mosaic and publish a region whose tiles are all done; remove a default work dir."""
+    """Mosaic and publish a region whose tiles are all done; remove a default work dir.
+
+    ``save_segmenter``: copy the work dir's trained segmenter there (with the command and outputs).
+    """
     job = prep.job
     counts = {s: sum(1 for v in report.values() if v == s) for s in ("ran", "skipped", "resumed")}
     store = TileStore.open_existing(job.workdir)
@@ -206,6 +282,12 @@ def finish_region(
     with gdal_env():
         publish(job, prep.paths, resolved, timings)
     timings["publish"] = time.perf_counter() - t0
+    if save_segmenter is not None:
+        publish_segmenter(
+            Path(job.workdir) / "segmenter",
+            save_segmenter,
+            {"command": prep.command, "map": str(prep.paths["map"])},
+        )
     if not prep.keep_workdir:
         shutil.rmtree(job.workdir, ignore_errors=True)
     stats = {"tiles": len(job.tiles), **counts, "seconds": {k: round(v, 3) for k, v in timings.items()}}
@@ -214,5 +296,3 @@ def finish_region(
     paths = prep.paths
     written = {k: p for k, p in paths.items() if p.exists()}
     return RegionResult(paths["map"], written, job.image.grid, resolved, stats)
-
-

@@ -30,6 +30,7 @@ from geo_ppp.pipeline.tiling import Tile, tile_seed
 
 __all__ = [
     "TileInferrer",
+    "aoi_tile_mask",
     "cached_cooccurrence",
     "cached_prior",
     "cells_per_pixel",
@@ -99,7 +100,8 @@ def cells_per_pixel(prior: Prior, work_resolution_m: float) -> int:
     return max(1, round(float(prior.meta.get("resolution_m", 4.0)) / work_resolution_m))
 
 
-def _aoi_mask(job: RegionJob, tile: Tile) -> np.ndarray | None:
+def aoi_tile_mask(job: RegionJob, tile: Tile) -> np.ndarray | None:
+    """The AOI as a (T, T) mask of a tile (None without an AOI)."""
     if job.aoi_wkt is None:
         return None
     from geo_ppp.io.vectors import aoi_mask
@@ -189,7 +191,7 @@ def _run_batch(
     report: dict[str, str] = {}
     for tile in batch:
         data, valid = image_reader.read(tile.y, tile.x, size, size)
-        mask = _aoi_mask(job, tile)
+        mask = aoi_tile_mask(job, tile)
         if mask is not None:
             valid &= mask
         if not valid.any():
@@ -228,7 +230,7 @@ def run_serial(
 ) -> dict[str, str]:
     """Run every batch in this process, in order (readers and the prior opened once)."""
     report: dict[str, str] = {}
-    total = len(job.tiles)
+    total = sum(len(b) for b in batches)
     readers = (ImageReader(job.image), WeakReader(job.weak))
     inferrer = infer
     env = gdal_env()
