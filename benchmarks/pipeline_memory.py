@@ -1,10 +1,14 @@
 """Peak memory of segmenting a large raster: 16384 x 16384 x 4 uint8, tiny prior, 1 step.
 
+With ``--method distill --distill-tiles 64`` plug-and-play runs on 64 sampled tiles, a segmenter is
+trained on them (streamed from the work dir: never the region in memory) and maps every tile.
+
 The image is synthetic (smooth fields plus texture, written tiled) with NLCD-coded weak labels at
 30 m; the prior is a tiny random-weight U-Net. The run happens in a child process, whose peak RSS
 (``ru_maxrss``) is reported with the output's validity checks. Target: peak RSS < 2 GB.
 
     python benchmarks/pipeline_memory.py [--size 16384] [--tile-size 512] [--keep DIR]
+        [--method pnp|distill|qr] [--distill-tiles 64] [--train-steps 1000]
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ a = json.loads(sys.argv[1])
 cfg = InferConfig(pnp={"steps": 1}, clusters={"iterations": 1, "warmup_iterations": 0}, refine_iterations=1)
 t = time.perf_counter()
 r = segment(a["image"], a["weak"], "chesapeake", a["out"], prior=a["prior"], config=cfg, tile_size=a["tile"],
-            overlap=32, batch_size=4, overwrite=True, workdir=a["workdir"])
+            overlap=32, batch_size=4, overwrite=True, workdir=a["workdir"], method=a["method"],
+            train_steps=a["train_steps"], distill_tiles=a["distill_tiles"])
 print(json.dumps({"seconds": time.perf_counter() - t, "stats": r.stats,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -82,6 +87,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=16384)
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--keep", type=Path, default=None, help="keep inputs and outputs here")
+    parser.add_argument("--method", default="pnp", choices=("pnp", "distill", "qr"))
+    parser.add_argument("--distill-tiles", type=int, default=None)
+    parser.add_argument("--train-steps", type=int, default=1000)
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="geo_ppp_mem_"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,13 +100,14 @@ def main() -> None:
         make_weak(weak, args.size)
     prep = time.perf_counter() - t0
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_segment import _tiny_landcover_prior
+    from conftest import _tiny_landcover_prior
 
     prior = folder / "tiny-prior"
     if not prior.exists():
         _tiny_landcover_prior(prior)
     spec = {"image": str(image), "weak": str(weak), "out": str(folder / "map.tif"), "prior": str(prior),
-            "tile": args.tile_size, "workdir": str(folder / "work")}
+            "tile": args.tile_size, "workdir": str(folder / "work"), "method": args.method,
+            "train_steps": args.train_steps, "distill_tiles": args.distill_tiles}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode:
         print(proc.stderr[-3000:])
@@ -112,8 +121,10 @@ def main() -> None:
         ov = ds.read(1, out_shape=(1024, 1024))
         valid_share = float((ov != ds.nodata).mean())
     s = res["stats"]
+    method = args.method if args.method == "pnp" else (
+        f"--method {args.method} --distill-tiles {args.distill_tiles} --train-steps {args.train_steps}")
     print(f"image {args.size} x {args.size} x 4 uint8 (made in {prep:.0f} s), tile {args.tile_size}, overlap 32, "
-          "tiny prior, 1 step")
+          f"tiny prior, 1 step, {method}")
     print()
     print("| quantity | value |")
     print("|---|---|")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from geo_ppp.cli import main
 from geo_ppp.errors import ConfigError, InputError
+from geo_ppp.pipeline.job import RunObserver
 from geo_ppp.pipeline.jobs import load_job, run_job
 from tests.conftest import ROOT, sample_tile
 
@@ -122,3 +124,26 @@ def test_the_example_job_is_valid() -> None:
     spec = load_job(ROOT / "pipelines" / "sample_tiles.toml")
     assert [r.name for r in spec.regions] == ["patch0", "patch1", "patches2-3", "patch4-north"]
     assert spec.scheduler == "local:2"
+
+
+def test_a_job_runs_region_level_methods_and_resolves_a_segmenter_beside_the_spec(
+    tmp_path: Path, tiny_lc_prior: Path
+) -> None:
+    from geo_ppp.landcover.segmenter import Segmenter, SegmenterConfig, save_segmenter
+
+    save_segmenter(tmp_path / "seg", Segmenter(SegmenterConfig(width=4, dilations=(1,))),
+                   {"legend": "chesapeake", "codes": [1, 2, 3, 4], "bands": [1, 2, 3, 4], "resolution_m": 1.0})
+    spec = _spec(tmp_path, tiny_lc_prior, 'method = "distill"\ntrain_steps = 20\nsteps = 1',
+                 extra_region='method = "pnp"\nsegmenter = "seg"')
+    stages: list[str] = []
+
+    class Watch(RunObserver):
+        def stage(self, name: str, done: int, total: int) -> None:
+            stages.append(name)
+
+    results = run_job(spec, echo=lambda s: None, progress=Watch())
+    configs = [json.loads(r.outputs["config"].read_text()) for r in results]
+    assert configs[0]["method"] == "distill" and configs[0]["train_steps"] == 20
+    assert configs[1]["method"] == "segmenter" and configs[1]["segmenter"] == str((tmp_path / "seg").resolve())
+    assert "teacher" in stages and "train" in stages
+    assert all(r.stats["ran"] == r.stats["tiles"] for r in results)

@@ -227,6 +227,8 @@ def load_job(path: str | os.PathLike[str]) -> JobSpec:
             )
         outs[out] = name
         settings = {**defaults, **{k: v for k, v in raw.items() if k in SETTING_KEYS}}
+        if isinstance(settings.get("segmenter"), str):  # a saved segmenter: relative to the spec, like inputs
+            settings["segmenter"] = _paths(settings["segmenter"], base)[0]
         optional = {k: _paths(raw[k], base)[0] for k in ("probabilities", "vector", "quicklook") if k in raw}
         regions.append(
             RegionSpec(
