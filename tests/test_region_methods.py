@@ -265,3 +265,23 @@ def test_export_onnx_matches_torch_on_real_imagery_and_carries_deepness_metadata
         res = subprocess.run([EXE, "export-onnx", *args], capture_output=True, text=True, timeout=300)
         assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
     assert out.read_bytes() == before and not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.pt").exists()
+
+
+def test_a_segmenter_of_another_run_is_never_reused(tmp_path: Path, tiny_lc_prior):
+    images, weak = [str(sample_tile("naip", 6))], [str(sample_tile("nlcd", 6))]
+    work = tmp_path / "work"
+    kw = {"prior": tiny_lc_prior, "method": "distill", "distill_tiles": 1, "steps": 1, "workdir": work}
+    segment(images, weak, out=tmp_path / "a.tif", train_steps=10, **kw)
+    first = (work / "segmenter" / "model.safetensors").read_bytes()
+    # other training settings on the same work dir: its tiles are refused (as for any other run) ...
+    with pytest.raises(InputError, match="different run"):
+        segment(images, weak, out=tmp_path / "b.tif", train_steps=12, **kw)
+    # ... and --no-resume clears the teacher's tiles and the segmenter with them: trained again
+    segment(images, weak, out=tmp_path / "b.tif", train_steps=12, resume=False, **kw)
+    assert (work / "segmenter" / "model.safetensors").read_bytes() != first
+    # a segmenter left by another run whose map tiles were never written (killed after training) is
+    # not taken for this run's: it carries the digest of the run that trained it
+    shutil.rmtree(work / "tiles")
+    (work / "tiles").mkdir()
+    segment(images, weak, out=tmp_path / "c.tif", train_steps=10, **kw)
+    assert (work / "segmenter" / "model.safetensors").read_bytes() == first  # seeded: the first run's again

@@ -28,7 +28,13 @@ from geo_ppp.landcover.infer import InferConfig, default_infer_config
 from geo_ppp.landcover.prior import DEFAULT_PRIORS, check_prior_legend
 from geo_ppp.outputs import RunLock, check_outputs
 from geo_ppp.pipeline.job import RegionJob, RunSettings, check_products_distinct, output_paths
-from geo_ppp.pipeline.region import METHODS, TRAIN_TILES, check_segmenter_fits, file_digest
+from geo_ppp.pipeline.region import (
+    METHODS,
+    TRAIN_TILES,
+    check_segmenter_fits,
+    clear_method_state,
+    file_digest,
+)
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import TileGrid
 from geo_ppp.pipeline.worker import cached_cooccurrence, cached_prior, cells_per_pixel
@@ -242,6 +248,8 @@ class PreparedRegion:
     def setup(self) -> None:
         """Set up the work dir (refuses one that holds another run's tiles unless ``resume`` is off)."""
         TileStore(self.job.workdir, self.job.fingerprint(), resume=self.resume)
+        if not self.resume:  # a region-level method's teacher tiles and segmenter go with the tiles
+            clear_method_state(self.job.workdir)
 
 
 def prepare_region(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -58,6 +59,7 @@ __all__ = [
     "TRAIN_TILES",
     "SegmenterInfer",
     "check_segmenter_fits",
+    "clear_method_state",
     "file_digest",
     "method_inferrer",
     "teacher_job",
@@ -83,6 +85,31 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def run_digest(job: RegionJob) -> str:
+    """A short digest of the job's fingerprint: what a trained segmenter and its training cache belong to."""
+    text = json.dumps(job.fingerprint(), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def clear_method_state(workdir: str | os.PathLike[str]) -> None:
+    """Remove a work dir's teacher tiles, training cache and segmenter (``--no-resume``)."""
+    for name in ("teacher", "segmenter", "segmenter.train"):
+        shutil.rmtree(Path(workdir) / name, ignore_errors=True)
+
+
+def _belongs(folder: Path, digest: str, record: Path) -> bool:
+    """Whether ``folder`` was made by the run ``digest``; one made by another run is removed."""
+    try:
+        if record.read_text().strip() == digest:
+            return True
+    except OSError:
+        if not folder.exists():
+            return False
+    log.info("%s was made by another run in this work dir: made again", folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    return False
 
 
 def training_tiles(job: RegionJob) -> list[Tile]:
@@ -198,10 +225,14 @@ def train_region_segmenter(
     not depend on the machine's core count (torch's sums do).
     """
     folder = Path(folder)
-    if (folder / "config.json").exists():
+    digest = run_digest(job)
+    if _belongs(folder, digest, folder / "run.txt") and (folder / "config.json").exists():
         log.info("segmenter found in %s: not trained again", folder)
         return str(folder)
     train_dir = folder.with_name(folder.name + ".train")
+    if not _belongs(train_dir, digest, train_dir / "run.txt"):
+        train_dir.mkdir(parents=True)
+        (train_dir / "run.txt").write_text(digest + "\n")
     store = TileStore.open_existing(teacher) if teacher is not None else None
     with gdal_env():
         kept = _cache_tiles(job, tiles, train_dir / "tiles", store)
@@ -246,6 +277,7 @@ def train_region_segmenter(
         "seed": job.seed,
     }
     save_segmenter(folder, model, meta)
+    (folder / "run.txt").write_text(digest + "\n")  # written last: a segmenter without it is retrained
     shutil.rmtree(train_dir, ignore_errors=True)
     return str(folder)
 
@@ -318,7 +350,7 @@ def method_inferrer(
     if job.segmenter is not None:
         return SegmenterInfer(job.segmenter)
     folder = Path(job.workdir) / "segmenter"
-    if not (folder / "config.json").exists():
+    if not _belongs(folder, run_digest(job), folder / "run.txt"):
         tiles = training_tiles(job)
         teacher_dir = None
         if job.method == "distill":
