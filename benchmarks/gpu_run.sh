@@ -25,9 +25,9 @@ CKPT=geo_ppp/weights/landcover-chesapeake/train_checkpoint
 STEPS=${GPU_STEPS:-60000}
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/summary.txt"
 
-# 1. the prior: resume the committed checkpoint (same data, seed and settings), bf16, 5 minutes at most
+# 1. the prior: resume the committed checkpoint (same data, seed and settings), bf16, 4.5 minutes at most
 mkdir -p /tmp/prior && cp -r "$CKPT" /tmp/prior/.train 2>/dev/null
-timeout 300 $PY -m geo_ppp.cli -v train-prior --dataset landcover --labels "$LULC" --windows 4000 \
+timeout 270 $PY -m geo_ppp.cli -v train-prior --dataset landcover --labels "$LULC" --windows 4000 \
   --out /tmp/prior --steps "$STEPS" --seed 0 --device cuda --bf16 --overwrite > "$OUT/train.log" 2>&1
 echo "train exit $? (124 = stopped at the time limit; the last checkpoint's prior is kept)" | tee -a "$OUT/summary.txt"
 cp /tmp/prior/config.json /tmp/prior/model.safetensors "$OUT/prior/" 2>/dev/null
@@ -41,3 +41,7 @@ echo "gpu tests exit $?" | tee -a "$OUT/summary.txt"
 timeout 90 $PY benchmarks/landcover_speed.py --windows 64 --paper-steps 2 --prior /tmp/prior \
   > "$OUT/throughput.txt" 2>&1
 echo "throughput exit $?" | tee -a "$OUT/summary.txt"
+
+# 4. the fast path: a region segmenter's forward pass per window, batched, CPU and CUDA bf16
+timeout 60 $PY benchmarks/segmenter_speed.py --batch 64 >> "$OUT/throughput.txt" 2>&1
+echo "segmenter speed exit $?" | tee -a "$OUT/summary.txt"

@@ -58,3 +58,22 @@ def test_landcover_prior_trains_in_bf16_on_cuda(tmp_path):
     assert torch.isfinite(torch.tensor(prior.meta["final_loss"]))
     x = sample(prior.denoiser, prior.schedule, (4, 64, 64), 4, "ddim", steps=5, device="cuda")
     assert x.shape == (4, 4, 64, 64) and torch.isfinite(x).all()
+
+
+def test_region_segmenter_trains_and_maps_on_cuda_in_bf16():
+    from geo_ppp.landcover.segmenter import Segmenter, SegmenterConfig, random_crops, train_segmenter
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 4, 64, 64, generator=gen) * 255
+    bright = (images[:, :3].mean(1, keepdim=True) > 127).float()
+    targets = torch.cat([1 - bright, bright], 1) * 0.8 + 0.1
+    valid = torch.ones(4, 1, 64, 64)
+    config = SegmenterConfig(classes=2, steps=100, crop=32, loss="distill")
+    mean, std = torch.full((5,), 0.5), torch.full((5,), 0.3)
+    model = train_segmenter(random_crops(images, targets, valid), config, mean, std, device="cuda")
+    assert isinstance(model, Segmenter) and next(model.parameters()).device.type == "cpu"
+    cpu = model.probabilities(images)
+    gpu = model.to("cuda").probabilities(images.cuda())
+    assert gpu.dtype == torch.float32 and torch.allclose(gpu.sum(1), torch.ones_like(gpu[:, 0]), atol=1e-4)
+    assert (cpu.argmax(1) == gpu.cpu().argmax(1)).float().mean() > 0.95  # bf16 changes ties only
+    assert (cpu.argmax(1) == targets.argmax(1)).float().mean() > 0.9  # it learnt the task on the GPU

@@ -159,11 +159,16 @@ class Segmenter(nn.Module):
 
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) imagery in 0-255 -> (B, K, H, W) class probabilities (eval mode)."""
+        """(B, C, H, W) imagery in 0-255 -> (B, K, H, W) float32 class probabilities (eval mode).
+
+        On CUDA the network runs under bf16 autocast; the softmax is taken in float32.
+        """
         was = self.training
         self.eval()
         try:
-            return torch.softmax(self(self.features(image)), 1)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=image.is_cuda):
+                logits = self(self.features(image))
+            return torch.softmax(logits.float(), 1)
         finally:
             self.train(was)
 
