@@ -19,6 +19,7 @@ import textwrap
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from geo_ppp.geo.legend import load_legend
@@ -262,3 +263,28 @@ def test_outputs_stand_on_their_own_without_sidecars(profile, tiles, tmp_path: P
     union = shapely.union_all(polys).area
     assert overlap < 1e-6 and abs(union - sum(p.area for p in polys)) < 1e-6
     assert union == pytest.approx(256 * 256)  # no gap: the whole patch is covered
+
+
+def test_a_saved_segmenter_maps_from_qgis_process(profile, tiles, tmp_path: Path):
+    """The fast path in QGIS: SEGMENTER=folder maps without plug-and-play; METHOD reaches geo-ppp."""
+    import rasterio
+    import torch
+
+    from geo_ppp.landcover.segmenter import Segmenter, SegmenterConfig, save_segmenter
+
+    torch.manual_seed(0)
+    save_segmenter(tmp_path / "seg", Segmenter(SegmenterConfig(width=4, dilations=(1,))),
+                   {"legend": "chesapeake", "codes": [1, 2, 3, 4], "bands": [1, 2, 3, 4], "resolution_m": 1.0})
+    image, weak = tiles
+    out = tmp_path / "map.tif"
+    res = _qgis_process(profile, "run", "geoppp:segment", "--", f"IMAGES={image}", f"WEAK_LABELS={weak}",
+                        f"SEGMENTER={tmp_path / 'seg'}", f"OUTPUT={out}")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert json.loads(out.with_name(out.name + ".json").read_text())["method"] == "segmenter"
+    with rasterio.open(out) as ds:
+        assert set(np.unique(ds.read(1))) <= {0, 1, 2, 3, 4}
+    # a method with a saved segmenter is geo_ppp's own refusal, shown by QGIS, nothing written
+    res = _qgis_process(profile, "run", "geoppp:segment", "--", f"IMAGES={image}", f"WEAK_LABELS={weak}",
+                        f"SEGMENTER={tmp_path / 'seg'}", "METHOD=1", f"OUTPUT={tmp_path / 'other.tif'}")
+    assert res.returncode != 0 and "give one of them" in res.stdout + res.stderr
+    assert not (tmp_path / "other.tif").exists()

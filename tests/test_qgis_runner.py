@@ -90,3 +90,26 @@ def test_cancel_stops_the_run_and_the_same_run_resumes(tmp_path: Path, tiny_lc_p
     report, _ = runner.run(cmd)
     assert report.stats["resumed"] >= 3 and report.stats["resumed"] + report.stats["ran"] == report.total
     assert out.exists() and not (tmp_path / "map.tif.work").exists()
+
+
+def test_distill_reports_its_stages_and_a_saved_segmenter_maps_through_the_plugin_runner(
+    tmp_path: Path, tiny_lc_prior
+):
+    events = []
+    cmd = runner.segment_command(EXE, [str(NAIP)], [str(NLCD)], str(tmp_path / "a.tif"), steps=1,
+                                 tile_size=128, method="distill")
+    assert cmd[cmd.index("--method") + 1] == "distill"
+    cmd += ["--prior", str(tiny_lc_prior), "--train-steps", "20", "--distill-tiles", "2",
+            "--save-segmenter", str(tmp_path / "seg")]
+    runner.run(cmd, on_event=lambda e, r: events.append(e))
+    kinds = [e["event"] for e in events]
+    # the plan, the teacher's 2 tiles and the training as stages, then every tile, then the outputs
+    assert kinds[0] == "plan" and kinds[-1] == "outputs" and kinds.count("tile") == 9
+    stages = [(e["stage"], e["done"], e["total"]) for e in events if e["event"] == "stage"]
+    assert ("teacher", 2, 2) in stages and ("train", 20, 20) in stages
+    assert kinds.index("stage") < kinds.index("tile")
+    cmd = runner.segment_command(EXE, [str(NAIP)], [str(NLCD)], str(tmp_path / "b.tif"), tile_size=128,
+                                 segmenter=str(tmp_path / "seg"))
+    assert "--method" not in cmd
+    report, _ = runner.run(cmd)
+    assert report.done == report.total == 9 and Path(report.outputs["map"]).exists()

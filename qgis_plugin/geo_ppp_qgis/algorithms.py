@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMapLayer,
     QgsProcessingParameterMultipleLayers,
@@ -32,6 +33,13 @@ from qgis.core import (
 from .runner import Cancelled, GeoPPPFailed, GeoPPPNotFound, find_executable, run, segment_command
 
 DEVICES = ["auto", "cpu", "cuda"]
+#: geo-ppp segment --method (labels shown in QGIS, values passed on)
+METHODS = ["pnp", "distill", "qr"]
+METHOD_LABELS = [
+    "pnp: plug-and-play per tile under the diffusion prior",
+    "distill: plug-and-play on a sample of tiles, then a fast segmenter maps the region",
+    "qr: a segmenter trained from the weak labels alone (implicit posterior)",
+]
 
 
 def _file_of(layer):
@@ -64,6 +72,8 @@ def _run(cmd, feedback):
             feedback.pushInfo(f"{report.total} tiles planned (work dir {event.get('workdir')})")
         elif kind == "tile":
             feedback.setProgress(report.percent)
+        elif kind == "stage" and event.get("done") == event.get("total"):
+            feedback.pushInfo(f"{event.get('stage')}: {event.get('done')} of {event.get('total')} done")
         elif kind == "outputs":
             feedback.pushInfo("wrote " + ", ".join(event.get("outputs", {}).values()))
 
@@ -113,6 +123,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
     TILE_SIZE = "TILE_SIZE"
     SEED = "SEED"
     DEVICE = "DEVICE"
+    METHOD = "METHOD"
+    SEGMENTER = "SEGMENTER"
     OUTPUT = "OUTPUT"
     PROBABILITIES = "PROBABILITIES"
     VECTOR = "VECTOR"
@@ -171,6 +183,15 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
         )
         self.addParameter(QgsProcessingParameterNumber(self.SEED, "Seed", defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(self.METHOD, "Method", METHOD_LABELS, defaultValue=0))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.SEGMENTER,
+                "Saved segmenter folder (maps with it instead: no plug-and-play, no training)",
+                behavior=QgsProcessingParameterFile.Folder,
+                optional=True,
+            )
+        )
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land-cover map"))
         self.addParameter(
             QgsProcessingParameterRasterDestination(
@@ -220,6 +241,8 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            method=METHODS[self.parameterAsEnum(parameters, self.METHOD, context)],
+            segmenter=self.parameterAsFile(parameters, self.SEGMENTER, context) or None,
             probabilities=probabilities,
             vector=vector,
             quicklook=quicklook,
