@@ -285,3 +285,28 @@ def test_a_segmenter_of_another_run_is_never_reused(tmp_path: Path, tiny_lc_prio
     (work / "tiles").mkdir()
     segment(images, weak, out=tmp_path / "c.tif", train_steps=10, **kw)
     assert (work / "segmenter" / "model.safetensors").read_bytes() == first  # seeded: the first run's again
+
+
+def test_save_segmenter_never_lands_on_another_output_or_a_foreign_folder(tmp_path: Path, tiny_lc_prior):
+    base = [EXE, "segment", str(NAIP), "--weak-labels", str(NLCD), "--prior", str(tiny_lc_prior), "--progress",
+            "none", "--method", "distill", "--overwrite"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    out = tmp_path / "run" / "m.tif"
+    out.parent.mkdir()
+    cases = [
+        (["--out", str(out), "--save-segmenter", str(out)], "overlaps --out"),
+        (["--out", str(out), "--save-segmenter", str(out.parent)], "overlaps --out"),
+        (["--out", str(out), "--workdir", str(tmp_path / "w"), "--save-segmenter", str(tmp_path / "w" / "seg")],
+         "overlaps the work dir"),
+        (["--out", str(out), "--save-segmenter", str(mine)], "holds something else than a saved segmenter"),
+    ]
+    for extra, message in cases:
+        res = subprocess.run([*base, *extra], capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode != 0 and message in res.stderr and "Traceback" not in res.stderr, (extra, res.stderr)
+        assert list(out.parent.iterdir()) == [] and not (tmp_path / "w").exists()
+    assert (mine / "notes.txt").read_text() == "mine"
+    res = subprocess.run([EXE, "export-onnx", str(mine), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "is a folder" in res.stderr

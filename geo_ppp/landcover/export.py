@@ -93,6 +93,8 @@ def export_onnx(
     import onnx
 
     out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give the ONNX file's name, e.g. {out / 'segmenter.onnx'}")
     if out.exists() and not overwrite:
         raise OutputExistsError(
             f"{out} already exists; pass --overwrite to replace it, or choose another name"

@@ -61,6 +61,7 @@ __all__ = [
     "SegmenterInfer",
     "check_segmenter_fits",
     "clear_method_state",
+    "is_segmenter_folder",
     "file_digest",
     "method_inferrer",
     "teacher_job",
@@ -373,6 +374,18 @@ def method_inferrer(
         else:
             train(train_region_segmenter, job, str(folder), tiles, teacher_dir)
     return SegmenterInfer(folder, job.device)
+
+
+def is_segmenter_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds only a saved segmenter (what ``--save-segmenter --overwrite`` may replace)."""
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    names = {p.name for p in folder.iterdir()}
+    allowed = {"config.json", "model.safetensors", "run.txt"}
+    return record.get("format") == "geo_ppp.segmenter" and names <= allowed
 
 
 def publish_segmenter(

@@ -34,18 +34,21 @@ from geo_ppp.errors import InputError, OutputExistsError
 from geo_ppp.geo.legend import Legend
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.landcover.infer import InferConfig
+from geo_ppp.outputs import OutputError
 from geo_ppp.pipeline.job import (
+    PRODUCT_LABELS,
     Progress,
     RegionJob,
     RegionResult,
     RunObserver,
     RunSettings,
     as_observer,
+    output_paths,
     resolved_config,
 )
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
 from geo_ppp.pipeline.publish import publish
-from geo_ppp.pipeline.region import method_inferrer, publish_segmenter
+from geo_ppp.pipeline.region import is_segmenter_folder, method_inferrer, publish_segmenter
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import Tile
 from geo_ppp.pipeline.worker import run_serial
@@ -158,7 +161,9 @@ def segment(
         distill_tiles=distill_tiles,
         segmenter=segmenter,
     )
-    save_to = _check_save_segmenter(save_segmenter, settings, overwrite)
+    products = output_paths(out, probabilities, vector, quicklook)
+    work = Path(workdir) if workdir is not None else products["map"].with_name(products["map"].name + ".work")
+    save_to = _check_save_segmenter(save_segmenter, settings, overwrite, {**products, "work dir": work})
     dask_runner = None
 
     def connect(job: RegionJob) -> None:
@@ -232,9 +237,13 @@ def _stage_tiles(observer: RunObserver) -> Callable[[int, int, Tile, str], None]
 
 
 def _check_save_segmenter(
-    folder: str | os.PathLike[str] | None, settings: RunSettings, overwrite: bool
+    folder: str | os.PathLike[str] | None, settings: RunSettings, overwrite: bool, others: dict[str, Path]
 ) -> Path | None:
-    """``--save-segmenter``: only with a trained segmenter, and never over a folder without --overwrite."""
+    """``--save-segmenter``: only with a trained segmenter, and in a folder of its own.
+
+    The folder must not overlap the run's products and work dir, and ``--overwrite`` replaces only an
+    earlier saved segmenter.
+    """
     if folder is None:
         return None
     if settings.method not in ("qr", "distill"):
@@ -244,10 +253,24 @@ def _check_save_segmenter(
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--save-segmenter {folder} is a file; give a folder to write the segmenter into")
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise OutputExistsError(
-            f"--save-segmenter {folder} already exists; pass --overwrite or another folder"
-        )
+    mine = folder.resolve()
+    for label, path in others.items():
+        other = Path(path).resolve()
+        if other == mine or mine in other.parents or other in mine.parents:
+            flag = PRODUCT_LABELS[label].format(path) if label in PRODUCT_LABELS else f"the {label} {path}"
+            raise OutputError(
+                f"--save-segmenter {folder} overlaps {flag}; give the segmenter a folder of its own"
+            )
+    if folder.exists() and any(folder.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(
+                f"--save-segmenter {folder} already exists; pass --overwrite or another folder"
+            )
+        if not is_segmenter_folder(folder):
+            raise OutputError(
+                f"--save-segmenter {folder} is a folder that holds something else than a saved segmenter; "
+                "--overwrite replaces only a segmenter: choose another folder"
+            )
     return folder
 
 
