@@ -40,6 +40,16 @@ def _two_class_crops(gen: torch.Generator, batch: int, crop: int):
     return image, target, torch.ones(batch, 1, crop, crop), None
 
 
+def _rerun_resumes_everything(images, weak, out: Path, work: Path, first: np.ndarray, **kw) -> None:
+    """The same run again on its work dir: no tile runs, no training, the same map."""
+    trained = (work / "segmenter" / "model.safetensors").stat().st_mtime_ns
+    res = segment(images, weak, out=out, overwrite=True, **kw)  # kw holds workdir=work
+    assert res.stats["resumed"] == res.stats["tiles"]
+    assert (work / "segmenter" / "model.safetensors").stat().st_mtime_ns == trained
+    with rasterio.open(out) as ds:
+        assert np.array_equal(ds.read(1), first)
+
+
 @pytest.mark.parametrize("loss", ["qr", "distill"])
 def test_a_segmenter_learns_from_soft_targets_and_is_deterministic(tmp_path: Path, loss: str):
     config = SegmenterConfig(in_channels=5, classes=2, width=8, dilations=(1, 1), steps=150, crop=16, batch_size=8,
@@ -83,12 +93,7 @@ def test_method_qr_maps_a_region_and_resumes_without_training_again(tmp_path: Pa
         first = ds.read(1)
     assert set(np.unique(first)) <= {0, 1, 2, 3, 4} and (first > 0).sum() == 2 * 256 * 256  # every image pixel
     # the same run again on its work dir: the tiles and the segmenter are reused, the map is identical
-    trained = (work / "segmenter" / "model.safetensors").stat().st_mtime_ns
-    res = segment(images, weak, out=tmp_path / "a.tif", overwrite=True, **kw)
-    assert res.stats["resumed"] == res.stats["tiles"]
-    assert (work / "segmenter" / "model.safetensors").stat().st_mtime_ns == trained
-    with rasterio.open(tmp_path / "a.tif") as ds:
-        assert np.array_equal(ds.read(1), first)
+    _rerun_resumes_everything(images, weak, tmp_path / "a.tif", work, first, **kw)
     # a plug-and-play run refuses this work dir's qr tiles instead of mixing them in
     with pytest.raises(InputError, match="method"):
         segment(images, weak, out=tmp_path / "b.tif", prior=tiny_lc_prior, workdir=work, seed=5)
@@ -172,12 +177,7 @@ def test_distill_maps_a_region_saves_its_segmenter_and_the_segmenter_maps_anothe
     assert (first > 0).sum() == 2 * 256 * 256
 
     # the same run on its work dir: nothing runs or trains again, the map is the same
-    trained = (work / "segmenter" / "model.safetensors").stat().st_mtime_ns
-    res = segment(images, weak, out=tmp_path / "a.tif", overwrite=True, **kw)
-    assert res.stats["resumed"] == res.stats["tiles"]
-    assert (work / "segmenter" / "model.safetensors").stat().st_mtime_ns == trained
-    with rasterio.open(tmp_path / "a.tif") as ds:
-        assert np.array_equal(ds.read(1), first)
+    _rerun_resumes_everything(images, weak, tmp_path / "a.tif", work, first, **kw)
 
     # the saved segmenter maps the same region without plug-and-play: the same map as the distill run
     res = segment(images, weak, out=tmp_path / "b.tif", segmenter=tmp_path / "seg", seed=5)
