@@ -310,3 +310,13 @@ def test_save_segmenter_never_lands_on_another_output_or_a_foreign_folder(tmp_pa
     assert (mine / "notes.txt").read_text() == "mine"
     res = subprocess.run([EXE, "export-onnx", str(mine), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "is a folder" in res.stderr
+
+
+def test_a_region_too_small_to_learn_from_says_so(tmp_path: Path, tiny_lc_prior):
+    with rasterio.open(NAIP) as ds:
+        left, bottom = ds.bounds.left, ds.bounds.bottom
+    aoi = f"{left},{bottom},{left + 6},{bottom + 6}"  # 36 valid pixels in the one tile
+    with pytest.raises(InputError, match="1024 valid image pixels.*--method pnp"):
+        segment([str(NAIP)], [str(NLCD)], out=tmp_path / "m.tif", prior=tiny_lc_prior, method="distill",
+                steps=1, train_steps=5, aoi=aoi)
+    assert not (tmp_path / "m.tif").exists()

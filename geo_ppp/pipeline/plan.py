@@ -176,7 +176,8 @@ def plan(
     ratio = spec.resolution_m / spec.work_resolution_m
     if spec.resampled:
         msg = (
-            f"the imagery is at {spec.resolution_m:.2f} m; it is resampled to the prior's "
+            f"the imagery is at {spec.resolution_m:.2f} m; it is resampled to the "
+            f"{'segmenter' if prior_obj is None else 'prior'}'s "
             f"{spec.work_resolution_m:.2f} m "
             "for inference and the map is returned on the imagery's grid"
         )

@@ -76,8 +76,8 @@ log = logging.getLogger(__name__)
 METHODS = ("pnp", "qr", "distill")
 #: tiles a region-trained segmenter learns from by default (``--distill-tiles``)
 TRAIN_TILES = 64
-#: a sampled tile with less valid imagery than this is left out of training
-MIN_VALID = 0.05
+#: a sampled tile with fewer valid pixels than this (a 32 x 32 crop's worth) is left out of training
+MIN_VALID_PIXELS = 1024
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -162,8 +162,8 @@ def _cache_tiles(job: RegionJob, tiles: list[Tile], folder: Path, teacher: TileS
                 weak = readers[1].read(window_grid(job.image.work, tile.y, tile.x, size, size))
                 for name, arr in (("image", data), ("valid", valid.astype(np.uint8)), ("weak", weak)):
                     np.save(folder / f"{tile.key}.{name}.npy", arr, allow_pickle=False)
-                marker.write_text(f"{valid.mean():.6f}\n")
-            if float(marker.read_text()) >= MIN_VALID:
+                marker.write_text(f"{int(valid.sum())}\n")
+            if int(marker.read_text()) >= MIN_VALID_PIXELS:
                 kept.append(tile)
     finally:
         if readers is not None:
@@ -240,8 +240,9 @@ def train_region_segmenter(
         kept = _cache_tiles(job, tiles, train_dir / "tiles", store)
     if not kept:
         raise InputError(
-            f"no sampled tile of the region holds {MIN_VALID:.0%} valid imagery; --method {job.method} has "
-            "nothing to learn from (check the imagery's nodata, the AOI, or raise --distill-tiles)"
+            f"no sampled tile of the region holds {MIN_VALID_PIXELS} valid image pixels; --method "
+            f"{job.method} has nothing to learn from (check the imagery's nodata and the AOI, raise "
+            "--distill-tiles, or use --method pnp for so small a region)"
         )
     crops = TileCrops(job, kept, train_dir / "tiles", store)
     stats = FeatureStatistics()
