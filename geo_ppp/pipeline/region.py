@@ -160,7 +160,9 @@ def _cache_tiles(job: RegionJob, tiles: list[Tile], folder: Path, teacher: TileS
                 if mask is not None:
                     valid &= mask
                 weak = readers[1].read(window_grid(job.image.work, tile.y, tile.x, size, size))
-                for name, arr in (("image", data), ("valid", valid.astype(np.uint8)), ("weak", weak)):
+                # float16 holds 0-255 imagery exactly where it is integer (NAIP) and to 1/8 otherwise
+                image16, valid8 = data.astype(np.float16), valid.astype(np.uint8)
+                for name, arr in (("image", image16), ("valid", valid8), ("weak", weak)):
                     np.save(folder / f"{tile.key}.{name}.npy", arr, allow_pickle=False)
                 marker.write_text(f"{int(valid.sum())}\n")
             if int(marker.read_text()) >= MIN_VALID_PIXELS:
@@ -194,7 +196,7 @@ class TileCrops:
         images, valids, weaks, teachers = [], [], [], []
         for i, y, x in zip(which, ys, xs, strict=True):
             tile, cut = self.tiles[i], (slice(y, y + crop), slice(x, x + crop))
-            images.append(np.array(self._load(tile, "image")[(slice(None), *cut)]))
+            images.append(np.array(self._load(tile, "image")[(slice(None), *cut)], dtype=np.float32))
             valids.append(np.array(self._load(tile, "valid")[cut]))
             weaks.append(np.array(self._load(tile, "weak")[cut]))
             if self.teacher is not None:
@@ -248,7 +250,8 @@ def train_region_segmenter(
     stats = FeatureStatistics()
     for tile in kept:
         image, valid = crops._load(tile, "image"), crops._load(tile, "valid")
-        stats.add(torch.from_numpy(np.array(image))[None], torch.from_numpy(np.array(valid))[None, None])
+        image32 = torch.from_numpy(np.array(image, np.float32))
+        stats.add(image32[None], torch.from_numpy(np.array(valid))[None, None])
     mean, std = stats.result()
     config = SegmenterConfig(
         in_channels=len(mean), classes=job.legend.num_classes, steps=job.train_steps,
