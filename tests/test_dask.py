@@ -422,3 +422,36 @@ def test_distill_serial_on_dask_and_resumed_are_byte_identical(
     assert again.stats["resumed"] == 18
     assert (work / "segmenter" / "model.safetensors").stat().st_mtime_ns == trained
     assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "dask.tif").read_bytes()
+
+
+@pytest.mark.dask_cluster
+def test_a_batch_job_with_distill_runs_on_the_cluster_like_in_process(
+    tiny_lc_prior: Path, address: str, tmp_path: Path
+) -> None:
+    """`geo-ppp run` with a region-level method: teacher tasks, one training task, mapped tiles."""
+    from geo_ppp.pipeline.jobs import run_job
+
+    images, weak = _inputs(SMALL)
+    spec = tmp_path / "job.toml"
+    spec.write_text(
+        "[job]\nworkdir = \"work\"\n[defaults]\n"
+        f'prior = "{tiny_lc_prior}"\ntile_size = 128\noverlap = 16\nbatch_size = 2\nsteps = 1\nseed = 5\n'
+        'method = "distill"\ntrain_steps = 20\ndistill_tiles = 3\n'
+        f'[[region]]\nname = "r"\nimage = {json_list(images)}\nweak_labels = {json_list(weak)}\nout = "r.tif"\n'
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in every worker
+    try:
+        segment(images, weak, out=tmp_path / "serial.tif", prior=tiny_lc_prior, steps=1, seed=5, method="distill",
+                train_steps=20, distill_tiles=3, **KW)
+    finally:
+        torch.set_num_threads(threads)
+    results = run_job(spec, scheduler=address, echo=lambda s: None)
+    assert results[0].stats["ran"] == 18
+    assert len(list((tmp_path / "work" / "r" / "teacher" / "tiles").glob("*.npy"))) == 3
+    assert (tmp_path / "r.tif").read_bytes() == (tmp_path / "serial.tif").read_bytes()
+
+
+def json_list(paths: list[Path]) -> str:
+    """A TOML array of path strings."""
+    return "[" + ", ".join(f'"{p}"' for p in paths) + "]"
