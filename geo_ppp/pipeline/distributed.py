@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import logging
 import os
 import re
@@ -255,8 +254,7 @@ class DaskRunner:
 
         ``infer`` replaces this runner's ``infer`` for these batches (a region's trained segmenter).
         """
-        text = json.dumps(job.fingerprint(), sort_keys=True, default=str)
-        digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+        digest = job.digest()[:12]
         # A fresh token per submission: the scheduler gives every future of one key the same result,
         # and the fingerprint leaves out the work dir, so a run of the same job into another (or a
         # cleared) work dir would take an earlier run's results and never write its own tiles.

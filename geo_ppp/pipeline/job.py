@@ -9,6 +9,8 @@ run, and :func:`resolved_config` is what is saved beside the map.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import platform
 from collections.abc import Callable
@@ -36,6 +38,8 @@ __all__ = [
     "RunSettings",
     "as_observer",
     "check_products_distinct",
+    "default_workdir",
+    "stage_tiles",
     "output_paths",
     "resolved_config",
 ]
@@ -78,6 +82,15 @@ class _TileCallback(RunObserver):
 
     def tile(self, done: int, total: int, tile: Tile, status: str) -> None:
         self.progress(done, total, tile, status)
+
+
+def stage_tiles(observer: RunObserver, name: str = "teacher") -> Progress:
+    """A :data:`Progress` reporting tiles of a method's stage (the teacher's) as ``observer.stage``."""
+
+    def on_tile(done: int, total: int, tile: Tile, status: str) -> None:
+        observer.stage(name, done, total)
+
+    return on_tile
 
 
 def as_observer(progress: RunObserver | Progress | None) -> RunObserver:
@@ -153,6 +166,11 @@ class RegionJob:
             # (plug-and-play work dirs made before --method existed stay resumable)
             **({"method": self.method, **self.method_settings()} if self.method != "pnp" else {}),
         }
+
+    def digest(self) -> str:
+        """A short SHA-1 of :meth:`fingerprint` (task keys, and what a trained segmenter belongs to)."""
+        text = json.dumps(self.fingerprint(), sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def method_settings(self) -> dict[str, Any]:
         """The settings of a region-level method (empty for plug-and-play)."""
@@ -290,6 +308,12 @@ def check_products_distinct(
         roots = {prefix + "the work dir": workdir}
     check_distinct(files, folders, roots)
     return files, folders, roots
+
+
+def default_workdir(out: str | os.PathLike[str]) -> Path:
+    """The work dir of a run that names none: ``OUT.work`` beside the map (removed after success)."""
+    out = Path(out)
+    return out.with_name(out.name + ".work")
 
 
 def output_paths(

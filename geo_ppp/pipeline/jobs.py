@@ -26,6 +26,7 @@ from geo_ppp.pipeline.job import (
     RunObserver,
     RunSettings,
     as_observer,
+    stage_tiles,
 )
 from geo_ppp.pipeline.jobspec import JobSpec, RegionSpec, load_job
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
@@ -170,7 +171,7 @@ def _run_prepared(
             def teacher(
                 j: Any, batches: list[list[Any]], timings: dict[str, float] = timings
             ) -> dict[str, str]:
-                return run_serial(j, batches, _stage(observer), timings, infer=infer)
+                return run_serial(j, batches, stage_tiles(observer), timings, infer=infer)
 
             tile_infer = method_inferrer(prep.job, teacher, progress=observer.stage) or infer
             report = run_serial(prep.job, prep.job.batches(), step, timings, infer=tile_infer)
@@ -191,7 +192,7 @@ def _run_prepared(
     inferrers = [
         method_inferrer(
             prep.job,
-            lambda j, b, t=method_timings[i]: runner(j, b, _stage(observer), t, infer=infer),
+            lambda j, b, t=method_timings[i]: runner(j, b, stage_tiles(observer), t, infer=infer),
             train=runner.run_task,
             progress=observer.stage,
         )
@@ -224,11 +225,6 @@ def _run_prepared(
 
     runner.collect(futures, batches, on_tile, lambda f: timings_all[region_of[f.key]], on_batch_done)
     return results
-
-
-def _stage(observer: RunObserver) -> Callable[[int, int, Any, str], None]:
-    """Teacher tiles reported as the ``teacher`` stage of a region-level method."""
-    return lambda done, total, _tile, _status: observer.stage("teacher", done, total)
 
 
 def _summary(region: RegionSpec, result: RegionResult) -> str:

@@ -27,10 +27,17 @@ from geo_ppp.io.weak_labels import open_weak_labels
 from geo_ppp.landcover.infer import InferConfig, default_infer_config
 from geo_ppp.landcover.prior import DEFAULT_PRIORS, check_prior_legend
 from geo_ppp.outputs import RunLock, check_outputs
-from geo_ppp.pipeline.job import RegionJob, RunSettings, check_products_distinct, output_paths
+from geo_ppp.pipeline.job import (
+    RegionJob,
+    RunSettings,
+    check_products_distinct,
+    default_workdir,
+    output_paths,
+)
 from geo_ppp.pipeline.region import (
     METHODS,
     TRAIN_TILES,
+    check_segmenter_bands,
     check_segmenter_fits,
     clear_method_state,
     file_digest,
@@ -188,7 +195,7 @@ def plan(
     if prior_obj is not None:
         _check_tile_size(prior_obj, s.tile_size, cells_per_pixel(prior_obj, spec.work_resolution_m))
     else:
-        check_segmenter_fits(segmenter, legend, bands=len(spec.bands))
+        check_segmenter_bands(segmenter, seg_meta, len(spec.bands))
     tiles = TileGrid(spec.work.height, spec.work.width, s.tile_size, s.overlap, _sparse_footprints(spec))
     if s.distill_tiles is not None and s.distill_tiles > len(tiles):
         raise InputError(
@@ -282,7 +289,7 @@ def prepare_region(
     """
     paths = output_paths(out, probabilities, vector, quicklook)
     keep_workdir = workdir is not None
-    workdir = Path(workdir) if workdir is not None else paths["map"].with_name(paths["map"].name + ".work")
+    workdir = Path(workdir) if workdir is not None else default_workdir(paths["map"])
     check_products_distinct(paths, workdir, removed=not keep_workdir)
     run_lock = RunLock([*paths.values(), workdir], command).__enter__() if lock else None
     try:

@@ -59,6 +59,7 @@ __all__ = [
     "METHODS",
     "TRAIN_TILES",
     "SegmenterInfer",
+    "check_segmenter_bands",
     "check_segmenter_fits",
     "clear_method_state",
     "is_segmenter_folder",
@@ -87,12 +88,6 @@ def file_digest(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def run_digest(job: RegionJob) -> str:
-    """A short digest of the job's fingerprint: what a trained segmenter and its training cache belong to."""
-    text = json.dumps(job.fingerprint(), sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def clear_method_state(workdir: str | os.PathLike[str]) -> None:
@@ -229,7 +224,7 @@ def train_region_segmenter(
     not depend on the machine's core count (torch's sums do).
     """
     folder = Path(folder)
-    digest = run_digest(job)
+    digest = job.digest()
     if _belongs(folder, digest, folder / "run.txt") and (folder / "config.json").exists():
         log.info("segmenter found in %s: not trained again", folder)
         return str(folder)
@@ -316,13 +311,14 @@ class SegmenterInfer:
         return probs
 
 
-def check_segmenter_fits(
-    folder: str | os.PathLike[str], legend: Any, bands: int | None = None
-) -> dict[str, Any]:
-    """Load a saved segmenter's metadata and check it maps this legend (from this many ``bands``).
+def check_segmenter_fits(folder: str | os.PathLike[str], legend: Any) -> dict[str, Any]:
+    """Load a saved segmenter's metadata and check it maps this legend.
+
+    Returns:
+        Its metadata, with ``in_bands``: the image bands it reads (for :func:`check_segmenter_bands`).
 
     Raises:
-        InputError: not a segmenter, a damaged one, or one for another legend or band count.
+        InputError: not a segmenter, a damaged one, or one for another legend.
     """
     model, meta = load_segmenter(folder)
     if list(meta.get("codes", [])) != list(legend.codes) or model.config.classes != legend.num_classes:
@@ -331,13 +327,17 @@ def check_segmenter_fits(
             f"{legend.name!r} (codes {list(legend.codes)}); pass --legend {meta.get('legend')} or a "
             "segmenter trained for this legend"
         )
-    expected = 3 if model.config.in_channels < 5 else 4
-    if bands is not None and bands != expected:
+    return {**meta, "in_bands": 3 if model.config.in_channels < 5 else 4}
+
+
+def check_segmenter_bands(folder: str | os.PathLike[str], meta: dict[str, Any], bands: int) -> None:
+    """Refuse imagery of another band count than the segmenter's (``meta``: from check_segmenter_fits)."""
+    if bands != meta["in_bands"]:
         raise InputError(
-            f"--segmenter {folder} was trained on {expected}-band imagery (bands {meta.get('bands')}); this "
-            f"imagery gives {bands} bands. Choose them with --bands, or train a segmenter on such imagery"
+            f"--segmenter {folder} was trained on {meta['in_bands']}-band imagery (bands "
+            f"{meta.get('bands')}); this imagery gives {bands} bands. Choose them with --bands, or train a "
+            "segmenter on such imagery"
         )
-    return meta
 
 
 def method_inferrer(
@@ -360,7 +360,7 @@ def method_inferrer(
     if job.segmenter is not None:
         return SegmenterInfer(job.segmenter, job.device)
     folder = Path(job.workdir) / "segmenter"
-    if not _belongs(folder, run_digest(job), folder / "run.txt"):
+    if not _belongs(folder, job.digest(), folder / "run.txt"):
         tiles = training_tiles(job)
         teacher_dir = None
         if job.method == "distill":

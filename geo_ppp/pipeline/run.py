@@ -43,8 +43,10 @@ from geo_ppp.pipeline.job import (
     RunObserver,
     RunSettings,
     as_observer,
+    default_workdir,
     output_paths,
     resolved_config,
+    stage_tiles,
 )
 from geo_ppp.pipeline.plan import PreparedRegion, prepare_region
 from geo_ppp.pipeline.publish import publish
@@ -162,7 +164,7 @@ def segment(
         segmenter=segmenter,
     )
     products = output_paths(out, probabilities, vector, quicklook)
-    work = Path(workdir) if workdir is not None else products["map"].with_name(products["map"].name + ".work")
+    work = Path(workdir) if workdir is not None else default_workdir(products["map"])
     save_to = _check_save_segmenter(save_segmenter, settings, overwrite, {**products, "work dir": work})
     dask_runner = None
 
@@ -199,7 +201,7 @@ def segment(
             active = dask_runner if dask_runner is not None else runner
 
             def run_tiles(j: RegionJob, batches: list[list[Tile]], tile_infer: Any = infer) -> dict[str, str]:
-                on_tile = observer.tile if j is job else _stage_tiles(observer)
+                on_tile = observer.tile if j is job else stage_tiles(observer)
                 if active is None:
                     return run_serial(j, batches, on_tile, timings, infer=tile_infer)
                 return active(j, batches, on_tile, timings, infer=tile_infer)
@@ -225,15 +227,6 @@ def segment(
     finally:
         if prep is not None:
             prep.release()  # the locks on the outputs and the work dir
-
-
-def _stage_tiles(observer: RunObserver) -> Callable[[int, int, Tile, str], None]:
-    """Tiles of a method's stage (the teacher's) reported as that stage's progress."""
-
-    def on_tile(done: int, total: int, tile: Tile, status: str) -> None:
-        observer.stage("teacher", done, total)
-
-    return on_tile
 
 
 def _check_save_segmenter(
