@@ -334,3 +334,23 @@ def test_a_stopped_runs_published_prior_may_be_resumed_into(tiny_landcover_prior
     (stopped / "config.json").write_text(json.dumps(finished))
     assert _unfinished_prior(stopped)
     assert not _unfinished_prior(tmp_path / "nothing")
+
+
+def test_class_aware_sampling_draws_rare_class_windows_more_often():
+    from geo_ppp.landcover.prior_data import window_weights
+
+    idx = np.full((40, 16, 16), 1)
+    idx[:4, :8] = 2  # four windows hold a rare class in half their cells
+    pool = onehot_pm1(idx, 4)
+    assert torch.allclose(window_weights(pool, 0.0), torch.full((40,), 1 / 40, dtype=torch.float64))
+    shares = []
+    for balance in (0.0, 0.5, 1.0):
+        batch = augmented_batches([pool], [1.0], balance=balance)(torch.Generator().manual_seed(0), 2000)
+        shares.append(float((batch[:, 2] > 0).float().mean()))
+    assert shares[0] == pytest.approx(0.05, abs=0.01)  # 4 of 40 windows, half their cells
+    assert shares[0] < shares[1] < shares[2]
+    # balance 1: a rare window weighs 0.5 / 0.95 + 0.5 / 0.05, a plain one 1 / 0.95, so rare
+    # windows are 42.1 / 80 of the draws and the rare class half their cells
+    assert shares[2] == pytest.approx(0.5 * 4 * (0.5 / 0.95 + 10) / (4 * (0.5 / 0.95 + 10) + 36 / 0.95), abs=0.02)
+    with pytest.raises(ConfigError, match="balance"):
+        window_weights(pool, -1.0)

@@ -230,3 +230,45 @@ def test_lr_reference_steps_keeps_the_total_movement(tiny_prior):
     assert total[40] == pytest.approx(total[20], rel=0.03)  # twice the steps, half the size each
     with pytest.raises(ConfigError):
         PnPConfig(lr_reference_steps=0)
+
+
+class _CompositionPrior(torch.nn.Module):
+    """A 'denoiser' whose loss only sees each channel's spatial mean: it pulls composition, nothing else."""
+
+    in_channels = 2
+    size_multiple = 1
+
+    def check_input(self, x_t, t):
+        return None
+
+    def forward(self, x_t, t):
+        return x_t.mean((-2, -1), keepdim=True).expand_as(x_t)
+
+
+@pytest.mark.parametrize("with_constraint", [False, True])
+def test_mean_free_prior_cannot_move_the_composition(with_constraint):
+    from geo_ppp.core.schedules import NoiseSchedule
+
+    schedule = NoiseSchedule.create("linear", 1000)
+    x0 = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    constraint = Symmetry() if with_constraint else None
+    runs = {}
+    for mean_free in (False, True):
+        cfg = PnPConfig(steps=15, t_max=300, grad_clip=None, prior_mean_free=mean_free, constraint_weight=0.0)
+        runs[mean_free] = plug_and_play(
+            _CompositionPrior(), schedule, constraint=constraint, config=cfg, seed=[1, 2, 3], x_init=x0
+        )
+    # weight 0 silences the constraint, so only the prior acts: it shifts each channel's mean unless
+    # its (spatially constant) gradient is removed; what is left is float round-off that Adam scales up
+    shift = {k: (v - x0).mean((-2, -1)).abs().max() for k, v in runs.items()}
+    assert shift[False] > 0.1
+    assert shift[True] < 0.01 * shift[False]
+
+
+def test_mean_free_prior_keeps_its_arrangement_pull(digits_prior):
+    p = digits_prior
+    x0 = torch.zeros(4, *SHAPE)
+    cfg = PnPConfig(steps=20, prior_mean_free=True)
+    out = plug_and_play(p.denoiser, p.schedule, config=cfg, seed=[0, 1, 2, 3], x_init=x0)
+    centred = out - out.mean((-2, -1), keepdim=True)
+    assert centred.abs().mean() > 0.05  # the prior still draws structure into a blank estimate

@@ -76,6 +76,11 @@ def _loss_weightings() -> tuple[str, ...]:
     "--loss-weighting", type=RegistryChoice(_loss_weightings), default=None,
     help="Per-timestep loss weights (landcover; default: the shipped prior's, min_snr).",
 )
+@click.option(
+    "--balance", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+    help="Class-aware window sampling (landcover): draw windows holding rare classes more often; "
+    "0 draws uniformly, 1 about balances the classes.",
+)
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast on CUDA (landcover; ignored on the CPU).")
 @click.option(
     "--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train)."
@@ -98,6 +103,7 @@ def train_prior(
     prediction: str | None,
     crop: int | None,
     loss_weighting: str | None,
+    balance: float,
     bf16: bool,
     workdir: Path | None,
     resume: bool,
@@ -129,7 +135,7 @@ def train_prior(
         prior = train_landcover_prior(
             out, sources, legend, batch_size=batch_size, schedule=schedule, prediction=prediction, crop=crop,
             train_overrides={"loss_weighting": loss_weighting} if loss_weighting else None, bf16=bf16,
-            **common,
+            balance=balance, **common,
         )
     else:
         prior = train_digits_prior(out, **common)

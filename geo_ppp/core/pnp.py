@@ -88,6 +88,11 @@ class PnPConfig:
             range is [-1, 1]); ``None`` leaves it free. A bounded latent cannot drift where the
             constraints' gradients vanish (Adam scales even tiny gradients up to full steps), so the
             optimisation settles instead of moving further with every extra step.
+        prior_mean_free: remove each sample's per-channel spatial mean from the prior's gradient.
+            The prior then shapes how the estimate is arranged, not how much of each channel it
+            holds: a prior trained on data of another composition (a land-cover prior trained on
+            90 % forest) cannot pull every estimate towards that composition, which the
+            constraints set instead.
     """
 
     steps: int = 200
@@ -117,6 +122,7 @@ class PnPConfig:
     finish_renoise: bool = True
     project: float | None = None
     lr_reference_steps: int | None = None
+    prior_mean_free: bool = False
 
     def __post_init__(self) -> None:
         choices = {
@@ -211,6 +217,11 @@ def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 def _per_sample_norm(g: torch.Tensor) -> torch.Tensor:
     return g.flatten(1).norm(dim=1)
+
+
+def _mean_free(g: torch.Tensor) -> torch.Tensor:
+    """``g`` less each sample's per-channel spatial mean."""
+    return g - g.mean((-2, -1), keepdim=True)
 
 
 def plug_and_play(
@@ -330,19 +341,27 @@ def plug_and_play(
                             f"got {tuple(c_loss.shape)}"
                         )
 
-            if config.grad_clip is None or constraint is None or weight == 0 or config.prior_weight == 0:
-                (grad,) = torch.autograd.grad((prior_loss + weight * c_loss).sum(), [eta])
-            else:
+            use_prior = config.prior_weight > 0
+            use_con = constraint is not None and weight > 0
+            if use_prior and use_con and (config.prior_mean_free or config.grad_clip is not None):
                 (g_prior,) = torch.autograd.grad(prior_loss.sum(), [eta])
                 (g_con,) = torch.autograd.grad((weight * c_loss).sum(), [eta])
-                norm_p = _per_sample_norm(g_prior)
-                m = config.grad_norm_momentum
-                running_prior_norm = (
-                    norm_p if running_prior_norm is None else m * running_prior_norm + (1 - m) * norm_p
-                )
-                limit = config.grad_clip * running_prior_norm
-                scale = (limit / _per_sample_norm(g_con).clamp_min(1e-12)).clamp(max=1.0)
+                if config.prior_mean_free:
+                    g_prior = _mean_free(g_prior)
+                scale = torch.ones(num, device=device)
+                if config.grad_clip is not None:
+                    norm_p = _per_sample_norm(g_prior)
+                    m = config.grad_norm_momentum
+                    running_prior_norm = (
+                        norm_p if running_prior_norm is None else m * running_prior_norm + (1 - m) * norm_p
+                    )
+                    limit = config.grad_clip * running_prior_norm
+                    scale = (limit / _per_sample_norm(g_con).clamp_min(1e-12)).clamp(max=1.0)
                 grad = g_prior + g_con * scale.view(-1, 1, 1, 1)
+            else:
+                (grad,) = torch.autograd.grad((prior_loss + weight * c_loss).sum(), [eta])
+                if config.prior_mean_free and use_prior and not use_con:
+                    grad = _mean_free(grad)
             eta.grad = grad
             opt.step()
             opt.zero_grad(set_to_none=True)

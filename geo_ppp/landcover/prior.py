@@ -120,6 +120,7 @@ def train_landcover_prior(
     holdout: bool = True,
     train_overrides: dict[str, object] | None = None,
     bf16: bool = False,
+    balance: float = 0.0,
 ) -> Prior:
     """Train a DDPM prior on label windows drawn (with torchgeo) from ``sources``, and save it.
 
@@ -146,6 +147,8 @@ def train_landcover_prior(
             prior with them).
         train_overrides: other :class:`~geo_ppp.core.training.TrainConfig` fields.
         bf16: bfloat16 autocast on CUDA.
+        balance: class-aware window sampling: windows holding rare classes are drawn more often
+            (see :func:`~geo_ppp.landcover.prior_data.window_weights`); 0 draws them uniformly.
     """
     legend = load_legend(legend)
     if not sources:
@@ -197,7 +200,7 @@ def train_landcover_prior(
     noise_schedule = NoiseSchedule.create(str(diffusion["schedule"]), 1000)
     denoiser = UNetDenoiser(config, str(diffusion["prediction"]), noise_schedule)
     workdir = Path(workdir) if workdir is not None else Path(out) / ".train"
-    batches = augmented_batches(pools, [s.weight for s in sources], crop=crop_cells)
+    batches = augmented_batches(pools, [s.weight for s in sources], crop=crop_cells, balance=balance)
 
     def meta_at(steps_done: int, losses: list[float]) -> dict[str, object]:
         recent = losses[-200:] or [float("nan")]
@@ -213,6 +216,7 @@ def train_landcover_prior(
             "train": train.to_dict(),
             "trained_steps": steps_done,
             "crop": crop_cells,
+            "balance": balance,
             "holdout": (
                 {"block_m": HOLDOUT_BLOCK_M, "every": HOLDOUT_EVERY, "rule": HOLDOUT_RULE}
                 if holdout
