@@ -56,3 +56,19 @@ def test_resume_refuses_other_settings(tmp_path):
         train_ddpm(
             _fresh(), NoiseSchedule.create(), x, TrainConfig(steps=4, batch_size=8), tmp_path, progress=False
         )
+
+
+def test_resume_may_change_the_ema_decay_and_zero_ships_the_raw_weights(tmp_path):
+    x, _ = load_digits("prior")
+    cfg = TrainConfig(steps=30, batch_size=8, checkpoint_every=30, warmup=2)
+    train_ddpm(_fresh(), NoiseSchedule.create(), x, cfg, tmp_path / "a", progress=False)
+    raw = TrainConfig(**{**cfg.to_dict(), "steps": 31, "ema_decay": 0.0})
+    res = train_ddpm(_fresh(), NoiseSchedule.create(), x, raw, tmp_path / "a", progress=False)
+    assert res.resumed_from == 30
+    for a, b in zip(res.ema.state_dict().values(), res.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # the default decay averages: its weights are not the optimiser's
+    avg = train_ddpm(_fresh(), NoiseSchedule.create(), x, TrainConfig(**{**cfg.to_dict(), "steps": 31}),
+                     tmp_path / "b", progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(avg.ema.state_dict().values(),
+                                                      avg.model.state_dict().values(), strict=True))

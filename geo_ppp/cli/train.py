@@ -81,6 +81,11 @@ def _loss_weightings() -> tuple[str, ...]:
     help="Class-aware window sampling (landcover): draw windows holding rare classes more often; "
     "0 draws uniformly, 1 about balances the classes.",
 )
+@click.option(
+    "--ema-decay", type=click.FloatRange(min=0.0, max=1.0, max_open=True), default=None,
+    help="Decay of the weights' moving average that the prior ships (landcover; default: the shipped "
+    "prior's, 0.999; 0 ships the optimised weights). A resumed run may change it.",
+)
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast on CUDA (landcover; ignored on the CPU).")
 @click.option(
     "--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train)."
@@ -104,6 +109,7 @@ def train_prior(
     crop: int | None,
     loss_weighting: str | None,
     balance: float,
+    ema_decay: float | None,
     bf16: bool,
     workdir: Path | None,
     resume: bool,
@@ -134,7 +140,12 @@ def train_prior(
         sources = [LabelSource.parse(s, windows) for s in label_specs]
         prior = train_landcover_prior(
             out, sources, legend, batch_size=batch_size, schedule=schedule, prediction=prediction, crop=crop,
-            train_overrides={"loss_weighting": loss_weighting} if loss_weighting else None, bf16=bf16,
+            train_overrides={
+                k: v
+                for k, v in {"loss_weighting": loss_weighting, "ema_decay": ema_decay}.items()
+                if v is not None
+            },
+            bf16=bf16,
             balance=balance, **common,
         )
     else:

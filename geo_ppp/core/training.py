@@ -58,6 +58,11 @@ def tensor_batches(data: torch.Tensor, hflip: bool = False) -> BatchSource:
     return source
 
 
+#: Settings a resumed run may change: they do not alter the optimiser's path up to the checkpoint
+#: (the EMA continues from its saved state with the new decay; 0 makes the saved prior the raw weights).
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "ema_decay")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of :func:`train_ddpm`.
@@ -68,7 +73,8 @@ class TrainConfig:
         lr: AdamW learning rate after warm-up.
         warmup: linear warm-up steps.
         weight_decay: AdamW weight decay.
-        ema_decay: decay of the exponential moving average of the weights (the saved prior).
+        ema_decay: decay of the exponential moving average of the weights (the saved prior); 0
+            saves the optimised weights themselves. A resumed run may change it.
         grad_clip: clip of the global gradient norm.
         seed: seeds the batch sampler, the noise and the timesteps.
         checkpoint_every: steps between checkpoints.
@@ -239,7 +245,7 @@ def train_ddpm(
         mismatch = {
             k: (saved.get(k, defaults[k]), v)
             for k, v in config.to_dict().items()
-            if k not in ("steps", "checkpoint_every") and saved.get(k, defaults[k]) != v
+            if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v
         }
         if mismatch:
             raise ConfigError(
