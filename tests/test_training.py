@@ -72,3 +72,20 @@ def test_resume_may_change_the_ema_decay_and_zero_ships_the_raw_weights(tmp_path
                      tmp_path / "b", progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(avg.ema.state_dict().values(),
                                                       avg.model.state_dict().values(), strict=True))
+
+
+def test_cooldown_decays_the_lr_to_zero_over_the_last_steps():
+    cfg = TrainConfig(steps=10, lr=1.0, warmup=2, cooldown=4)
+    assert [cfg.lr_at(s) for s in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    assert TrainConfig(steps=10, lr=1.0, warmup=1).lr_at(9) == 1.0
+    with pytest.raises(ConfigError, match="cooldown"):
+        TrainConfig(steps=10, cooldown=11)
+
+
+def test_a_resumed_run_may_add_a_cooldown(tmp_path):
+    x, _ = load_digits("prior")
+    cfg = TrainConfig(steps=4, batch_size=8, checkpoint_every=4, warmup=2)
+    train_ddpm(_fresh(), NoiseSchedule.create(), x, cfg, tmp_path, progress=False)
+    cooled = TrainConfig(**{**cfg.to_dict(), "steps": 8, "cooldown": 4})
+    res = train_ddpm(_fresh(), NoiseSchedule.create(), x, cooled, tmp_path, progress=False)
+    assert res.resumed_from == 4 and len(res.losses) == 8

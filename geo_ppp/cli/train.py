@@ -86,6 +86,11 @@ def _loss_weightings() -> tuple[str, ...]:
     help="Decay of the weights' moving average that the prior ships (landcover; default: the shipped "
     "prior's, 0.999; 0 ships the optimised weights). A resumed run may change it.",
 )
+@click.option(
+    "--cooldown", type=click.IntRange(min=0), default=None,
+    help="Decay the learning rate linearly to 0 over the last N steps (landcover; default 0). A resumed "
+    "run may add one: --steps (checkpoint step + N) --cooldown N cools a trained prior down.",
+)
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast on CUDA (landcover; ignored on the CPU).")
 @click.option(
     "--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train)."
@@ -110,6 +115,7 @@ def train_prior(
     loss_weighting: str | None,
     balance: float,
     ema_decay: float | None,
+    cooldown: int | None,
     bf16: bool,
     workdir: Path | None,
     resume: bool,
@@ -140,17 +146,18 @@ def train_prior(
         sources = [LabelSource.parse(s, windows) for s in label_specs]
         prior = train_landcover_prior(
             out, sources, legend, batch_size=batch_size, schedule=schedule, prediction=prediction, crop=crop,
-            train_overrides={
-                k: v
-                for k, v in {"loss_weighting": loss_weighting, "ema_decay": ema_decay}.items()
-                if v is not None
-            },
+            train_overrides=_given(loss_weighting=loss_weighting, ema_decay=ema_decay, cooldown=cooldown),
             bf16=bf16,
             balance=balance, **common,
         )
     else:
         prior = train_digits_prior(out, **common)
     click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")
+
+
+def _given(**settings: object) -> dict[str, object]:
+    """The settings that were given (not None)."""
+    return {k: v for k, v in settings.items() if v is not None}
 
 
 def _unfinished_prior(folder: Path) -> bool:

@@ -59,8 +59,9 @@ def tensor_batches(data: torch.Tensor, hflip: bool = False) -> BatchSource:
 
 
 #: Settings a resumed run may change: they do not alter the optimiser's path up to the checkpoint
-#: (the EMA continues from its saved state with the new decay; 0 makes the saved prior the raw weights).
-RESUMABLE_CHANGES = ("steps", "checkpoint_every", "ema_decay")
+#: (the EMA continues from its saved state with the new decay; 0 makes the saved prior the raw weights;
+#: a cooldown only shapes the steps after ``steps - cooldown``).
+RESUMABLE_CHANGES = ("steps", "checkpoint_every", "ema_decay", "cooldown")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         ema_decay: decay of the exponential moving average of the weights (the saved prior); 0
             saves the optimised weights themselves. A resumed run may change it.
+        cooldown: the last ``cooldown`` steps decay the learning rate linearly to 0 (a constant
+            rate leaves the weights jittering around the optimum; a cooldown settles them). A
+            resumed run may add one: ``steps`` = checkpoint step + cooldown cools a trained prior down.
         grad_clip: clip of the global gradient norm.
         seed: seeds the batch sampler, the noise and the timesteps.
         checkpoint_every: steps between checkpoints.
@@ -95,16 +99,26 @@ class TrainConfig:
     checkpoint_every: int = 1000
     loss_weighting: str = "uniform"
     snr_gamma: float = 5.0
+    cooldown: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ConfigError("steps, batch_size and checkpoint_every must be >= 1")
+        if not 0 <= self.cooldown <= self.steps:
+            raise ConfigError(f"cooldown must lie in 0..steps ({self.steps}), got {self.cooldown}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ConfigError(f"unknown loss_weighting {self.loss_weighting!r}; use one of {LOSS_WEIGHTINGS}")
         if self.snr_gamma <= 0:
             raise ConfigError(f"snr_gamma must be > 0, got {self.snr_gamma}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of 0-based ``step``: linear warm-up, constant, then the cooldown to 0."""
+        lr = self.lr * min(1.0, (step + 1) / max(self.warmup, 1))
+        if self.cooldown:
+            lr *= min(1.0, (self.steps - step) / self.cooldown)
+        return lr
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able form."""
@@ -282,7 +296,7 @@ def train_ddpm(
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train", unit="step")
     for step in range(start, config.steps):
         for group in opt.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup, 1))
+            group["lr"] = config.lr_at(step)
         x0 = source(gen, config.batch_size).to(device, torch.float32)
         t = torch.randint(1, schedule.num_steps + 1, (x0.shape[0],), generator=gen)
         noise = torch.randn(x0.shape, generator=gen).to(device)
