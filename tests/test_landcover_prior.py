@@ -354,3 +354,20 @@ def test_class_aware_sampling_draws_rare_class_windows_more_often():
     assert shares[2] == pytest.approx(0.5 * 4 * (0.5 / 0.95 + 10) / (4 * (0.5 / 0.95 + 10) + 36 / 0.95), abs=0.02)
     with pytest.raises(ConfigError, match="balance"):
         window_weights(pool, -1.0)
+
+
+def test_a_resumed_run_keeps_the_priors_tuned_inference_settings(tmp_path):
+    out = tmp_path / "p"
+    kwargs = dict(batch_size=8, unet=TINY, progress=False, train_overrides={"checkpoint_every": 2})
+    src = [LabelSource((str(LULC),), 1.0, 12)]
+    train_landcover_prior(out, src, "chesapeake", steps=2, **kwargs)
+    cfg = json.loads((out / "config.json").read_text())
+    assert "infer" not in cfg["meta"]
+    cfg["meta"]["infer"] = {"pnp": {"steps": 7}}  # what a tuning benchmark records
+    (out / "config.json").write_text(json.dumps(cfg))
+    train_landcover_prior(out, src, "chesapeake", steps=4, **kwargs)
+    meta = json.loads((out / "config.json").read_text())["meta"]
+    assert meta["trained_steps"] == 4 and meta["infer"] == {"pnp": {"steps": 7}}
+    # a fresh run (no checkpoint to continue) does not inherit them
+    train_landcover_prior(out, src, "chesapeake", steps=2, resume=False, **{**kwargs, "train_overrides": None})
+    assert "infer" not in json.loads((out / "config.json").read_text())["meta"]

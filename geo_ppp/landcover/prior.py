@@ -21,8 +21,8 @@ from geo_ppp.core.denoisers import UNetDenoiser
 from geo_ppp.core.schedules import NoiseSchedule
 from geo_ppp.core.training import TrainConfig, train_ddpm
 from geo_ppp.core.unet import UNetConfig
-from geo_ppp.core.weights import Prior, save_prior
-from geo_ppp.errors import ConfigError
+from geo_ppp.core.weights import Prior, load_prior, save_prior
+from geo_ppp.errors import ConfigError, GeoPPPError
 from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.io.label_windows import (
     HOLDOUT_BLOCK_M,
@@ -200,6 +200,7 @@ def train_landcover_prior(
     noise_schedule = NoiseSchedule.create(str(diffusion["schedule"]), 1000)
     denoiser = UNetDenoiser(config, str(diffusion["prediction"]), noise_schedule)
     workdir = Path(workdir) if workdir is not None else Path(out) / ".train"
+    carried = _carried_meta(Path(out), workdir) if resume else {}
     batches = augmented_batches(pools, [s.weight for s in sources], crop=crop_cells, balance=balance)
 
     def meta_at(steps_done: int, losses: list[float]) -> dict[str, object]:
@@ -224,6 +225,7 @@ def train_landcover_prior(
             ),
             "final_loss": sum(recent) / len(recent),
             "command": command,
+            **carried,
         }
 
     def publish(steps_done: int, ema, losses: list[float]) -> None:  # noqa: ANN001
@@ -237,6 +239,23 @@ def train_landcover_prior(
     prior = Prior(denoiser=result.ema, schedule=noise_schedule, meta=meta_at(train.steps, result.losses))
     save_prior(prior, out)
     return prior
+
+
+#: Metadata that a resumed run keeps from the prior it continues: the inference settings tuned for
+#: this prior (``meta.infer``, chosen by benchmarks, not by training), which a checkpoint's
+#: republished config.json would otherwise drop, falling back to the generic defaults.
+CARRIED_META = ("infer", "infer_note")
+
+
+def _carried_meta(out: Path, workdir: Path) -> dict[str, object]:
+    """The :data:`CARRIED_META` of the prior in ``out`` when a checkpoint in ``workdir`` continues it."""
+    if not (workdir / "checkpoint.safetensors").exists() or not (out / "config.json").exists():
+        return {}
+    try:
+        meta = load_prior(out).meta
+    except GeoPPPError:
+        return {}
+    return {k: meta[k] for k in CARRIED_META if k in meta}
 
 
 def check_prior_legend(prior: Prior, legend: Legend) -> None:
