@@ -36,7 +36,9 @@ def window_weights(pool: torch.Tensor, balance: float) -> torch.Tensor:
     """Drawing probabilities (N,) of the windows of a one-hot pool (N, K, S, S) for ``balance``."""
     if balance < 0:
         raise ConfigError(f"balance must be >= 0 (0 draws windows uniformly), got {balance}")
-    share = (pool > 0).double().mean((2, 3))  # (N, K) class share of each window
+    # the pool is one-hot in [-1, 1], so a channel's mean over the cells is 2 * share - 1 (exact in
+    # float32 for these counts; no copy of the pool is made)
+    share = (pool.mean((2, 3)).double() + 1) / 2  # (N, K) class share of each window
     freq = share.mean(0)
     factor = torch.where(freq > 0, freq.clamp_min(1e-12) ** -balance, torch.zeros_like(freq))
     w = share @ factor
