@@ -3,6 +3,7 @@
 The order (each layer may import only the layers listed for it, function-level imports included):
 
     errors <- core <- outputs <- generation            (generic: no geospatial code)
+    errors <- core <- outputs <- tsp                   (generic: no geospatial code)
     errors <- geo <- io <- landcover <- pipeline <- demos <- cli
 
 ``geo_ppp/__init__.py`` is a facade over the core and generation. ``core`` imports only torch, numpy,
@@ -22,18 +23,19 @@ import geo_ppp
 
 PACKAGE = Path(geo_ppp.__file__).parent
 
-GENERIC = {"errors", "core", "outputs", "generation"}
+GENERIC = {"errors", "core", "outputs", "generation", "tsp"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "core": {"errors"},
     "outputs": {"errors", "core"},
     "generation": {"errors", "core", "outputs"},
+    "tsp": {"errors", "core", "outputs"},
     "geo": {"errors"},
     "io": {"errors", "core", "outputs", "geo"},
     "landcover": {"errors", "core", "outputs", "geo", "io"},
     "pipeline": {"errors", "core", "outputs", "geo", "io", "landcover"},
     "demos": {"errors", "core", "outputs", "geo", "io", "landcover", "pipeline", "generation"},
-    "cli": {"errors", "core", "outputs", "geo", "io", "landcover", "pipeline", "generation", "demos"},
+    "cli": {"errors", "core", "outputs", "geo", "io", "landcover", "pipeline", "generation", "demos", "tsp"},
     "facade": {"errors", "core", "generation"},
 }
 #: libraries (or their parts) that open files: only io may import them (geo may use rasterio's CRS
@@ -233,3 +235,15 @@ def test_top_level_exports_resolve():
     for name in geo_ppp.__all__:
         assert getattr(geo_ppp, name) is not None
     assert callable(geo_ppp.generate) and geo_ppp.generate.__name__ == "generate"
+
+
+def test_tsp_import_loads_no_geospatial_module():
+    """The TSP application sits on the generic core alone (STYLE habit 16)."""
+    code = (
+        "import sys, geo_ppp.tsp.solve, geo_ppp.tsp.prior, geo_ppp.tsp.files, geo_ppp.tsp.run, geo_ppp.tsp.draw\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN_IN_CORE!r} "
+        "or m.startswith('geo_ppp.') and m.split('.')[1] not in ('core', 'errors', 'outputs', 'tsp'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"geo_ppp.tsp pulled in: {out.stdout.strip()}"

@@ -11,6 +11,7 @@ from geo_ppp.cli.generate import digits_demo, generate, prior_check
 from geo_ppp.cli.options import verbosity_options
 from geo_ppp.cli.segment import demo, run_job_command, segment
 from geo_ppp.cli.train import export_onnx, train_classifier, train_prior
+from geo_ppp.cli.tsp import tsp
 
 __all__ = ["main"]
 
@@ -37,5 +38,6 @@ for command in (
     cooccurrence,
     evaluate,
     export_onnx,
+    tsp,
 ):
     main.add_command(command)

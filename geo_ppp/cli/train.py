@@ -42,10 +42,16 @@ def _loss_weightings() -> tuple[str, ...]:
 @click.command("train-prior")
 @click.option(
     "--dataset",
-    type=click.Choice(["digits", "landcover"]),
+    type=click.Choice(["digits", "landcover", "tsp"]),
     default="digits",
     show_default=True,
-    help="Training data: sklearn digits, or land-cover label rasters given with --labels.",
+    help="Training data: sklearn digits, land-cover label rasters given with --labels, or uniform TSP "
+    "instances labelled with fast-tsp (--nodes, --instances).",
+)
+@click.option("--nodes", type=int, default=50, show_default=True, help="Nodes per instance (tsp).")
+@click.option(
+    "--instances", type=int, default=None,
+    help="Labelled instances, cached in the workdir (tsp; default: the shipped prior's, 20000).",
 )
 @click.option(
     "--labels",
@@ -103,6 +109,8 @@ def _loss_weightings() -> tuple[str, ...]:
 def train_prior(
     dataset: str,
     label_specs: tuple[str, ...],
+    nodes: int,
+    instances: int | None,
     legend: str,
     windows: int,
     batch_size: int | None,
@@ -150,6 +158,10 @@ def train_prior(
             bf16=bf16,
             balance=balance, **common,
         )
+    elif dataset == "tsp":
+        from geo_ppp.tsp.prior import train_tsp_prior
+
+        prior = train_tsp_prior(out, nodes=nodes, instances=instances, batch_size=batch_size, **common)
     else:
         prior = train_digits_prior(out, **common)
     click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")

@@ -77,6 +77,7 @@ class PnPConfig:
         init_steps: DDIM steps of the ``ddim`` initialisation.
         adam_beta1: first-moment decay of Adam/Adamax (the paper's land-cover runs use 0: each
             step follows its own, freshly noised gradient without momentum).
+        adam_beta2: second-moment decay of Adam/Adamax (the paper's TSP runs use 0.9).
         lr_final: the learning rate's decay ends at this fraction of ``lr`` (the paper: 1e-3).
         finish_renoise: the finishing pass starts from the estimate noised to ``finish_t``;
             ``False`` takes the estimate itself as ``x_t`` at ``finish_t`` (the paper's land cover).
@@ -118,6 +119,7 @@ class PnPConfig:
     init: str = "noise"
     init_steps: int = 25
     adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
     lr_final: float = 0.0
     finish_renoise: bool = True
     project: float | None = None
@@ -148,6 +150,8 @@ class PnPConfig:
             raise ConfigError(f"t_jitter must be >= 0, got {self.t_jitter}")
         if not 0.0 <= self.adam_beta1 < 1.0:
             raise ConfigError(f"adam_beta1 must lie in [0, 1), got {self.adam_beta1}")
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            raise ConfigError(f"adam_beta2 must lie in [0, 1), got {self.adam_beta2}")
         if self.lr_reference_steps is not None and self.lr_reference_steps < 1:
             raise ConfigError(f"lr_reference_steps must be >= 1 or None, got {self.lr_reference_steps}")
         if self.project is not None and self.project <= 0:
@@ -236,8 +240,16 @@ def plug_and_play(
     x_init: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     callback: Callable[[StepInfo], None] | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Optimise a batch of latents under a DDPM prior and a constraint.
+
+    By default the latent is the image itself. With ``decode``, the latent is any tensor (B, ...)
+    that ``decode`` maps differentiably to images (B, C, H, W) (a parametrisation: a TSP instance's
+    soft adjacency drawn as its tour image, say); the prior's loss and the constraint see the
+    decoded image, the optimiser moves the latent, and the latent is returned. ``x_init`` then gives
+    the initial latent, and the finishing pass and ``prior_mean_free`` (image-space operations) are
+    refused.
 
     Args:
         denoiser: the frozen prior's noise predictor.
@@ -249,10 +261,11 @@ def plug_and_play(
         seed: one int, or one int per sample (for example derived from a tile's position).
         x_init: initial estimate (B, C, H, W) instead of noise.
         device: where to run; defaults to the denoiser's device.
-        callback: called with a :class:`StepInfo` after every step.
+        callback: called with a :class:`StepInfo` after every step (``x`` is the latent).
+        decode: maps the latent to the image the prior scores; ``None`` for the identity.
 
     Returns:
-        The estimate (B, C, H, W) on ``device``, detached.
+        The estimate (B, C, H, W) on ``device``, detached (the latent, with ``decode``).
 
     Example:
         >>> from geo_ppp.core.weights import load_prior
@@ -266,7 +279,18 @@ def plug_and_play(
         param = next(denoiser.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
-    if x_init is not None:
+    if decode is not None:
+        if x_init is None:
+            raise ConfigError("plug_and_play with a decode needs x_init, the initial latent (B, ...)")
+        if config.finish != "none" or config.prior_mean_free:
+            raise ConfigError("finish and prior_mean_free act on images; with a decode, use finish='none'")
+        with torch.no_grad():
+            image0 = decode(x_init.detach().to(device, torch.float32))
+        if image0.dim() != 4 or image0.shape[0] != x_init.shape[0]:
+            raise ShapeError(f"decode must return (B, C, H, W) images, got {tuple(image0.shape)}")
+        shape = tuple(image0.shape[1:])
+        num = x_init.shape[0]
+    elif x_init is not None:
         if x_init.dim() != 4:
             raise ShapeError(f"x_init must be (B, C, H, W), got {tuple(x_init.shape)}")
         shape = tuple(x_init.shape[1:])
@@ -303,7 +327,7 @@ def plug_and_play(
     base_lr = config.lr
     if config.lr_reference_steps is not None and config.steps > 0:
         base_lr = config.lr * config.lr_reference_steps / config.steps
-    opt = OPTIMIZERS[config.optimizer]([eta], lr=base_lr, betas=(config.adam_beta1, 0.999))
+    opt = OPTIMIZERS[config.optimizer]([eta], lr=base_lr, betas=(config.adam_beta1, config.adam_beta2))
     lr_decay = DECAYS[config.lr_schedule]
     w_decay = DECAYS[config.weight_schedule]
     running_prior_norm: torch.Tensor | None = None
@@ -321,8 +345,9 @@ def plug_and_play(
                 t = t.clamp(t_sched.t_min, t_sched.t_max)
             t = t.to(device)
             eps = noise.randn(*shape)
+            image = eta if decode is None else decode(eta)
             if config.prior_weight > 0:
-                x_t = schedule.q_sample(eta, t, eps)
+                x_t = schedule.q_sample(image, t, eps)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     eps_hat = denoiser(x_t, t)
                 prior_loss = config.prior_weight * (eps_hat.float() - eps).pow(2).flatten(1).mean(1)
@@ -334,7 +359,7 @@ def plug_and_play(
             if constraint is not None:
                 constraint.on_step(progress)
                 if weight > 0:
-                    c_loss = constraint(eta)
+                    c_loss = constraint(image)
                     if c_loss.shape != (num,):
                         raise ShapeError(
                             f"a constraint must return one loss per sample ({num},), "
@@ -357,7 +382,7 @@ def plug_and_play(
                     )
                     limit = config.grad_clip * running_prior_norm
                     scale = (limit / _per_sample_norm(g_con).clamp_min(1e-12)).clamp(max=1.0)
-                grad = g_prior + g_con * scale.view(-1, 1, 1, 1)
+                grad = g_prior + g_con * scale.view(-1, *[1] * (eta.dim() - 1))
             else:
                 (grad,) = torch.autograd.grad((prior_loss + weight * c_loss).sum(), [eta])
                 if config.prior_mean_free and use_prior and not use_con:
