@@ -84,7 +84,14 @@ def test_sparse_renderer_equals_dense_and_is_differentiable():
     tours = torch.stack([torch.randperm(12, generator=torch.Generator().manual_seed(i)) for i in range(3)])
     edges = torch.stack([tours, tours.roll(-1, 1)], -1)
     images = edge_images(c, edges)
-    assert torch.allclose(images.render(torch.ones(3, 12)), render_tours(c, tours), atol=1e-6)
+    from geo_ppp.tsp.render import _pixel_grid, _segment_profile, compose, node_layer
+
+    px = to_pixels(c)
+    a = torch.gather(px, 1, edges[..., :1].expand(-1, -1, 2))
+    b = torch.gather(px, 1, edges[..., 1:].expand(-1, -1, 2))
+    dense = compose(node_layer(c), _segment_profile(a, b, _pixel_grid(64, c.device)).sum(1))
+    assert torch.allclose(images.render(torch.ones(3, 12)), dense, atol=1e-6)
+    assert torch.allclose(render_tours(c, tours), dense, atol=1e-6)
     w = torch.full((3, 12), 0.3, requires_grad=True)
     images.render(w).sum().backward()
     assert w.grad is not None and w.grad.abs().sum() > 0

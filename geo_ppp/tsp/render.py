@@ -85,7 +85,7 @@ def compose(nodes: torch.Tensor, edges: torch.Tensor, size: int = IMAGE_SIZE) ->
 def render_edges(
     coords: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor | None = None, size: int = IMAGE_SIZE
 ) -> torch.Tensor:
-    """Draw weighted edges densely (few edges: tours, training batches).
+    """Draw weighted edges (tours, training batches) through :func:`edge_images`.
 
     Args:
         coords: (B, n, 2) in the unit square.
@@ -96,14 +96,8 @@ def render_edges(
     Returns:
         (B, 1, size, size) in [-1, 1].
     """
-    grid = _pixel_grid(size, coords.device)
-    px = to_pixels(coords.float(), size)
-    a = torch.gather(px, 1, edges[..., :1].expand(-1, -1, 2))
-    b = torch.gather(px, 1, edges[..., 1:].expand(-1, -1, 2))
-    lines = _segment_profile(a, b, grid)  # (B, M, P)
     w = torch.ones(edges.shape[:2], device=coords.device) if weights is None else weights
-    edge_layer = (lines * w[..., None]).sum(1)
-    return compose(node_layer(coords, size), edge_layer, size)
+    return edge_images(coords, edges, size).render(w)
 
 
 def render_tours(coords: torch.Tensor, tours: torch.Tensor, size: int = IMAGE_SIZE) -> torch.Tensor:
