@@ -8,5 +8,5 @@ mkdir -p .whl
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d .whl rasterio affine cligj click-plugins pyproj shapely torchgeo kornia kornia_rs \
-  segmentation-models-pytorch jsonargparse docstring-parser typeshed-client lazy-loader pylandstats
+  segmentation-models-pytorch jsonargparse docstring-parser typeshed-client lazy-loader pylandstats fast-tsp
 du -sh .whl

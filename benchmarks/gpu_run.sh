@@ -9,6 +9,7 @@
 # Writes under $OUT (8 files at most come back):
 #   prior/config.json, prior/model.safetensors   the prior, fine-tuned in bf16 from the committed checkpoint
 #   train.log, tests.log, throughput.txt, summary.txt
+# Part 5 (TSP, issue 23) adds up to 4 minutes: give timeout_s=600, or skip it with GPU_TSP=0.
 set -uo pipefail
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT/prior"
@@ -45,3 +46,14 @@ echo "throughput exit $?" | tee -a "$OUT/summary.txt"
 # 4. the fast path: a region segmenter's forward pass per window, batched, CPU and CUDA bf16
 timeout 60 $PY benchmarks/segmenter_speed.py --batch 64 >> "$OUT/throughput.txt" 2>&1
 echo "segmenter speed exit $?" | tee -a "$OUT/summary.txt"
+
+# 5. TSP (issue 23): batched solve throughput of the committed tsp50 prior on CUDA (labels: fast-tsp, 13 s),
+#    then the TSP prior's training throughput (2000 labelled instances, 300 steps at batch 128)
+if [ "${GPU_TSP:-1}" = 1 ]; then
+timeout 150 $PY benchmarks/tsp.py --n 50 --num 1280 --ours-num 512 --steps 32,256 --batch-size 256 \
+  --device cuda --samples 64 >> "$OUT/throughput.txt" 2>&1
+echo "tsp solve exit $?" | tee -a "$OUT/summary.txt"
+( time timeout 100 $PY -m geo_ppp.cli train-prior --dataset tsp --nodes 50 --instances 2000 --steps 300 \
+  --batch-size 128 --out /tmp/tsp_gpu --device cuda --overwrite ) >> "$OUT/throughput.txt" 2>&1
+echo "tsp train exit $?" | tee -a "$OUT/summary.txt"
+fi

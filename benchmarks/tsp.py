@@ -56,10 +56,11 @@ def sample_validity(prior, num: int, seed: int, steps: int = 50) -> dict[str, fl
     from geo_ppp.core.random import NoiseSource
     from geo_ppp.core.sampling import SAMPLERS
 
-    noise = NoiseSource(seed, num, "cpu")
+    device = next(prior.denoiser.parameters()).device
+    noise = NoiseSource(seed, num, device)
     with torch.no_grad():
         x = SAMPLERS["ddim"](prior.denoiser, prior.schedule, noise.randn(1, 64, 64), 1000, noise, steps=steps)
-    v = ((x[:, 0].numpy() + 1) / 2).clip(0, 1)
+    v = ((x[:, 0].float().cpu().numpy() + 1) / 2).clip(0, 1)
     valid, nodes = 0, []
     for img in v:
         lab, k = ndimage.label(img > 0.75)
@@ -100,6 +101,7 @@ def main() -> None:
     ap.add_argument("--knn", type=int, default=0)
     ap.add_argument("--relaxation", default="softmax")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--samples", type=int, default=64, help="unconditional samples to check (0: skip)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
@@ -142,15 +144,15 @@ def main() -> None:
     t = two_opt(coords, greedy_tours(coords, np.ones((len(coords), args.n, args.n))))
     row("greedy edge + 2-opt (= --no-prior)", t, time.perf_counter() - t0)
     sub = slice(0, args.ours_num)
-    t, s = timed(solve_tsp, coords[sub], None, SolveConfig(batch_size=args.batch_size))
+    t, s = timed(solve_tsp, coords[sub], None, SolveConfig(batch_size=args.batch_size), 0, args.device)
     row(f"--no-prior (first {args.ours_num})", t, s, sub)
     if args.prior != "none":
-        prior = load_prior(args.prior)
+        prior = load_prior(args.prior, device=args.device)
         for steps in [int(v) for v in args.steps.split(",") if v]:
             cfg = SolveConfig(
                 steps=steps, batch_size=args.batch_size, knn=args.knn, relaxation=args.relaxation
             )
-            t, s = timed(solve_tsp, coords[sub], prior, cfg)
+            t, s = timed(solve_tsp, coords[sub], prior, cfg, 0, args.device)
             row(f"prior, {steps} steps", t, s, sub)
             cfg = SolveConfig(
                 steps=steps,
@@ -159,7 +161,7 @@ def main() -> None:
                 relaxation=args.relaxation,
                 two_opt=False,
             )
-            t, s = timed(solve_tsp, coords[sub], prior, cfg)
+            t, s = timed(solve_tsp, coords[sub], prior, cfg, 0, args.device)
             row(f"prior, {steps} steps, no 2-opt", t, s, sub)
         if args.samples:
             valid = sample_validity(prior, args.samples, args.seed)
