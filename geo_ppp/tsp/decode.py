@@ -35,7 +35,7 @@ def greedy_tour(coords: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
     n = coords.shape[0]
     d = distance_matrix(coords)
     a = np.asarray(adjacency, np.float64)
-    a = a + a.T
+    a = a + a.T + 1e-9  # pairs the adjacency leaves at 0 (not candidates) still go shortest first
     iu, ju = np.triu_indices(n, 1)
     score = a[iu, ju] / np.maximum(d[iu, ju], 1e-12)
     order = np.argsort(-score, kind="stable")
