@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--knn", type=int, default=0)
     ap.add_argument("--relaxation", default="softmax")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a PnPConfig override")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--samples", type=int, default=64, help="unconditional samples to check (0: skip)")
@@ -150,19 +151,17 @@ def main() -> None:
         prior = load_prior(args.prior, device=args.device)
         for steps in [int(v) for v in args.steps.split(",") if v]:
             cfg = SolveConfig(
-                steps=steps, batch_size=args.batch_size, knn=args.knn, relaxation=args.relaxation
-            )
-            t, s = timed(solve_tsp, coords[sub], prior, cfg, 0, args.device)
-            row(f"prior, {steps} steps", t, s, sub)
-            cfg = SolveConfig(
                 steps=steps,
                 batch_size=args.batch_size,
                 knn=args.knn,
                 relaxation=args.relaxation,
                 two_opt=False,
+                pnp={k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)} or None,
             )
-            t, s = timed(solve_tsp, coords[sub], prior, cfg, 0, args.device)
-            row(f"prior, {steps} steps, no 2-opt", t, s, sub)
+            greedy, s = timed(solve_tsp, coords[sub], prior, cfg, 0, args.device)
+            improved, s2 = timed(two_opt, coords[sub], greedy, None, args.device)
+            row(f"prior, {steps} steps", improved, s + s2, sub)
+            row(f"prior, {steps} steps, no 2-opt", greedy, s, sub)
         if args.samples:
             valid = sample_validity(prior, args.samples, args.seed)
             print(
