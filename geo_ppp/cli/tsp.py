@@ -42,7 +42,7 @@ def tsp() -> None:
 )
 @click.option("--prior", default="tsp50", show_default=True, help="Shipped prior name or prior folder.")
 @click.option(
-    "--steps", type=click.IntRange(min=0), default=None, help="Optimiser steps (default 256, the paper's)."
+    "--steps", type=click.IntRange(min=0), default=None, help="Optimiser steps (default 32; paper: 256)."
 )
 @click.option(
     "--no-prior", is_flag=True, help="Decode a constant adjacency (greedy edge + 2-opt): the ablation."
@@ -51,7 +51,7 @@ def tsp() -> None:
     "--relaxation",
     type=RegistryChoice(_relaxations),
     default=None,
-    help="Latent -> adjacency (default softmax).",
+    help="Latent -> adjacency (default sinkhorn; softmax is the paper's).",
 )
 @click.option("--no-two-opt", is_flag=True, help="Skip the 2-opt improvement of the decoded tours.")
 @click.option(
