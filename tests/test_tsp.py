@@ -302,3 +302,26 @@ def test_cli_bad_input_writes_nothing(tmp_path):
     res = CliRunner().invoke(main, ["tsp", "solve", str(bad), "--out", str(out), "--no-prior"])
     assert res.exit_code == 1 and "bad.txt:1" in res.output and "at least 4 nodes" in res.output
     assert not out.exists()
+
+
+def test_a_file_mixing_sizes_is_solved_size_by_size(tmp_path):
+    a = _write_instances(tmp_path / "a.txt", num=2, n=6).read_text()
+    b = _write_instances(tmp_path / "b.txt", num=2, n=9).read_text().splitlines()
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text(b[0] + "\n" + a + b[1] + "\n")
+    out = tmp_path / "tours.txt"
+    res = CliRunner().invoke(main, ["tsp", "solve", str(mixed), "--out", str(out), "--no-prior", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["sizes"] == [6, 9]
+    sizes = [len(ln.split()) - 1 for ln in out.read_text().splitlines()]
+    assert sizes == [9, 6, 6, 9]
+
+
+def test_tsplib_dimension_must_match(tmp_path):
+    path = tmp_path / "d.tsp"
+    path.write_text(
+        "NAME : d\nTYPE : TSP\nDIMENSION : 5\nEDGE_WEIGHT_TYPE : EUC_2D\nNODE_COORD_SECTION\n"
+        "1 0 0\n2 3 0\n3 3 4\n4 0 4\nEOF\n"
+    )
+    with pytest.raises(InputError, match=r"d.tsp:3: DIMENSION 5 but 4 node lines"):
+        read_problems([path])

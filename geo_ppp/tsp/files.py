@@ -154,6 +154,12 @@ def _read_tsplib(path: Path) -> list[Problem]:
             raw.append((float(parts[1]), float(parts[2])))
         except ValueError as err:
             raise InputError(f"{path}:{lineno}: {err}; a node line is 'index x y'") from err
+    dim, dline = header.get("DIMENSION", ("", 0))
+    if dim and dim.isdigit() and int(dim) != len(raw):
+        raise InputError(
+            f"{path}:{dline}: DIMENSION {dim} but {len(raw)} node lines follow NODE_COORD_SECTION; "
+            "make them agree"
+        )
     coords = check_coords(np.array(raw, dtype=np.float64).reshape(-1, 2), f"{path}:{start}")
     return [Problem(_unit_square(coords), coords, metric.upper(), None, f"{path}:{start}")]
 
