@@ -49,10 +49,61 @@ def timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
-def sample_validity(prior, num: int, seed: int, steps: int = 50) -> dict[str, float]:
-    """Fraction of unconditional DDIM samples whose drawn edges form one valid tour."""
+def image_tour(img: np.ndarray) -> tuple[int, float, bool]:
+    """Nodes found in an image (H, W) in [0, 1], the fraction of them with exactly two drawn edges, and
+    whether its drawn edges form one tour through them.
+
+    Nodes are the bright blobs; two nodes are joined when the segment between them stays on a drawn
+    line (every sampled point >= 0.3) and passes through no third node. The image passes when every
+    single-dot node has 2 edges, every merged blob an even number, and the edges connect all nodes.
+    """
     from scipy import ndimage
 
+    lab, k = ndimage.label(img > 0.75)
+    if k < 4:
+        return k, 0.0, False
+    pts = np.array(ndimage.center_of_mass(img > 0.75, lab, range(1, k + 1)))  # (row, col)
+    s = np.linspace(0.2, 0.8, 12)
+    seg = pts[:, None, None, :] + s[None, None, :, None] * (pts[None, :, None, :] - pts[:, None, None, :])
+    r = seg[..., 0].round().astype(int).clip(0, img.shape[0] - 1)
+    c = seg[..., 1].round().astype(int).clip(0, img.shape[1] - 1)
+    adj = (img[r, c].min(-1) >= 0.3) & ~np.eye(k, dtype=bool)
+    # a segment that runs through a third node is two drawn edges, not one
+    ab = pts[None, :, :] - pts[:, None, :]  # (k, k, 2)
+    ap = pts[None, None, :, :] - pts[:, None, None, :]  # (k, k, k, 2): node m relative to i, per pair (i, j)
+    t = (ap * ab[:, :, None, :]).sum(-1) / np.maximum((ab**2).sum(-1), 1e-9)[:, :, None]
+    dist = np.linalg.norm(ap - t[..., None] * ab[:, :, None, :], axis=-1)
+    through = ((t > 0.05) & (t < 0.95) & (dist < 1.5)).any(-1)
+    adj &= ~through
+    # a blob bigger than one dot holds several nodes: it may carry 4 edges (an even number)
+    area = ndimage.sum(np.ones_like(img), lab, range(1, k + 1))
+    deg = adj.sum(1)
+    single = area <= 1.5 * np.median(area)
+    two = float(np.mean(deg[single] == 2)) if single.any() else 0.0
+    if (deg[single] != 2).any() or (deg[~single] % 2).any() or (deg[~single] == 0).any():
+        return k, two, False
+    seen, stack = {0}, [0]
+    while stack:  # the drawn edges must connect every node: one closed walk through all of them
+        for j in np.flatnonzero(adj[stack.pop()]).tolist():
+            if j not in seen:
+                seen.add(j)
+                stack.append(j)
+    return k, two, len(seen) == k
+
+
+def image_stats(images: np.ndarray) -> dict[str, float]:
+    """:func:`image_tour` over images (N, H, W) in [0, 1]."""
+    found = [image_tour(img) for img in images]
+    return {
+        "images": len(images),
+        "valid_fraction": float(np.mean([ok for _, _, ok in found])),
+        "degree2_fraction": float(np.mean([two for _, two, _ in found])),
+        "mean_nodes": float(np.mean([k for k, _, _ in found])),
+    }
+
+
+def sample_validity(prior, num: int, seed: int, steps: int = 50) -> dict[str, float]:
+    """:func:`image_stats` of unconditional DDIM samples of the prior."""
     from geo_ppp.core.random import NoiseSource
     from geo_ppp.core.sampling import SAMPLERS
 
@@ -60,32 +111,7 @@ def sample_validity(prior, num: int, seed: int, steps: int = 50) -> dict[str, fl
     noise = NoiseSource(seed, num, device)
     with torch.no_grad():
         x = SAMPLERS["ddim"](prior.denoiser, prior.schedule, noise.randn(1, 64, 64), 1000, noise, steps=steps)
-    v = ((x[:, 0].float().cpu().numpy() + 1) / 2).clip(0, 1)
-    valid, nodes = 0, []
-    for img in v:
-        lab, k = ndimage.label(img > 0.75)
-        if k < 4:
-            nodes.append(k)
-            continue
-        pts = np.array(ndimage.center_of_mass(img > 0.75, lab, range(1, k + 1)))  # (row, col)
-        nodes.append(k)
-        s = np.linspace(0.2, 0.8, 12)
-        seg = pts[:, None, None, :] + s[None, None, :, None] * (pts[None, :, None, :] - pts[:, None, None, :])
-        r = seg[..., 0].round().astype(int).clip(0, 63)
-        c = seg[..., 1].round().astype(int).clip(0, 63)
-        along = img[r, c].mean(-1)
-        adj = (along >= 0.25) & ~np.eye(k, dtype=bool)
-        if (adj.sum(1) != 2).any():
-            continue
-        seen, prev, cur = {0}, -1, 0
-        while True:
-            nxt = [j for j in np.flatnonzero(adj[cur]) if j != prev]
-            if not nxt or nxt[0] in seen:
-                break
-            prev, cur = cur, int(nxt[0])
-            seen.add(cur)
-        valid += len(seen) == k
-    return {"samples": num, "valid_fraction": valid / num, "mean_nodes": float(np.mean(nodes))}
+    return image_stats(((x[:, 0].float().cpu().numpy() + 1) / 2).clip(0, 1))
 
 
 def main() -> None:
@@ -163,12 +189,24 @@ def main() -> None:
             row(f"prior, {steps} steps", improved, s + s2, sub)
             row(f"prior, {steps} steps, no 2-opt", greedy, s, sub)
         if args.samples:
+            from geo_ppp.tsp.render import render_tours
+
+            real = render_tours(
+                torch.as_tensor(coords[: args.samples]).float(), torch.as_tensor(ref[: args.samples])
+            )
+            truth = image_stats(((real[:, 0].numpy() + 1) / 2).clip(0, 1))
             valid = sample_validity(prior, args.samples, args.seed)
             print(
-                f"\nunconditional DDIM samples (50 steps): {valid['samples']}, mean nodes found "
-                f"{valid['mean_nodes']:.1f}, single valid tour without 2-opt: {100 * valid['valid_fraction']:.1f} %"
+                "\n| images | number | nodes found | nodes with 2 drawn edges | one valid tour (no 2-opt) |"
             )
+            print("|---|---|---|---|---|")
+            for name, st in (("fast-tsp tours, rendered", truth), ("prior samples, DDIM 50 steps", valid)):
+                print(
+                    f"| {name} | {st['images']} | {st['mean_nodes']:.1f} | {100 * st['degree2_fraction']:.1f} % "
+                    f"| {100 * st['valid_fraction']:.1f} % |"
+                )
             rows.append({"method": "prior samples", **valid})
+            rows.append({"method": "rendered fast-tsp tours", **truth})
     if args.json:
         args.json.write_text(
             json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=2)
