@@ -35,7 +35,7 @@ cp /tmp/prior/config.json /tmp/prior/model.safetensors "$OUT/prior/" 2>/dev/null
 grep -o '"trained_steps": [0-9]*' /tmp/prior/config.json | tee -a "$OUT/summary.txt"
 
 # 2. the gpu-marked tests
-timeout 120 $PY -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py > "$OUT/tests.log" 2>&1
+timeout 120 $PY -m pytest -q -m gpu -rs -p no:cacheprovider tests/test_gpu.py tests/test_tsp.py > "$OUT/tests.log" 2>&1
 echo "gpu tests exit $?" | tee -a "$OUT/summary.txt"
 
 # 3. batched land-cover inference throughput at the shipped settings (km2/min)

@@ -325,3 +325,15 @@ def test_tsplib_dimension_must_match(tmp_path):
     )
     with pytest.raises(InputError, match=r"d.tsp:3: DIMENSION 5 but 4 node lines"):
         read_problems([path])
+
+
+@pytest.mark.gpu
+def test_solver_on_cuda_gives_permutations(tmp_path):
+    from geo_ppp.core.weights import load_prior
+
+    prior = load_prior(_tiny_prior(tmp_path), device="cuda")
+    c = random_instances(4, 30, 2)
+    tours = solve_tsp(c, prior, SolveConfig(steps=4, batch_size=4), device="cuda")
+    assert all(_is_perm(t, 30) for t in tours)
+    cpu = two_opt(c, tours)
+    assert np.array_equal(two_opt(c, tours, device="cuda"), cpu)
