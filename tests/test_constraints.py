@@ -16,7 +16,7 @@ from geo_ppp.core import (
 )
 from geo_ppp.core.constraints import ink_density
 from geo_ppp.errors import ConstraintError, ShapeError
-from geo_ppp.landcover.constraints import LocalKL, LocalMutualInformation, Relaxation
+from geo_ppp.landcover.constraints import LocalKL, LocalMutualInformation, PixelEvidence, Relaxation
 
 
 class _Linear(torch.nn.Module):
@@ -85,6 +85,14 @@ def _contract_cases() -> list:
             lambda b, kind=kind: LocalMutualInformation(_stripes(2)[:b], Relaxation(kind), radius=3),
             _seeded(0, 2, 4, 32, 32),
             id=f"local_mi-{kind}",
+        )
+        for kind in Relaxation.kinds
+    ]
+    cases += [
+        pytest.param(
+            lambda b, kind=kind: PixelEvidence(_weak(2, 8)[:b], Relaxation(kind)),
+            _seeded(3, 2, 4, 8, 8),
+            id=f"pixel_evidence-{kind}",
         )
         for kind in Relaxation.kinds
     ]
@@ -179,3 +187,20 @@ def test_specs_and_composition():
         build_constraint("symmetric:heavy")
     with pytest.raises(ConstraintError, match=r"\[0, 1\]"):
         build_constraint("thick=4")
+
+
+def test_pixel_evidence_is_zero_at_its_posterior_and_pulls_each_cell_towards_it():
+    """Unlike the pooled KL, the per-cell term sees where a class is: a swapped map scores worse."""
+    post = torch.zeros(1, 2, 4, 4)
+    post[:, 0, :, :2] = 0.95
+    post[:, 1, :, :2] = 0.05
+    post[:, 0, :, 2:] = 0.05
+    post[:, 1, :, 2:] = 0.95
+    relax = Relaxation("softmax", 1.0, 1.0)
+    c = PixelEvidence(post, relax)
+    matched = torch.log(post)  # softmax(log p) = p
+    assert c(matched).item() < 1e-5
+    swapped = matched.flip(-1)  # the same composition, the classes on the wrong halves
+    assert c(swapped).item() > 1.0
+    pooled = LocalKL(post, relax, radius=4)
+    assert abs(pooled(swapped).item() - pooled(matched).item()) < 0.05  # the pooled KL barely sees it

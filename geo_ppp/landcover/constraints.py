@@ -24,7 +24,7 @@ from geo_ppp.core.constraints import Constraint
 from geo_ppp.errors import ConstraintError, ShapeError
 from geo_ppp.landcover.clustering import box_mean
 
-__all__ = ["LocalKL", "LocalMutualInformation", "Relaxation"]
+__all__ = ["LocalKL", "LocalMutualInformation", "PixelEvidence", "Relaxation"]
 
 _EPS = 1e-6
 
@@ -149,3 +149,38 @@ class LocalMutualInformation(Constraint):
         nmi = mi / (h_l + h_c).clamp_min(_EPS)
         v = self.valid[:, 0]
         return -(nmi * v).sum((1, 2)) / v.sum((1, 2)).clamp_min(1.0)
+
+
+class PixelEvidence(Constraint):
+    """KL(posterior || soft segmentation) per cell, averaged over valid cells.
+
+    Pulls each cell towards a per-cell class posterior, for example the region appearance model's
+    (:mod:`geo_ppp.landcover.appearance`): unlike :class:`LocalKL` it is not pooled, so it can place a
+    field inside a 30 m forest block where the image shows one.
+
+    Args:
+        posterior: (B, K, H, W) class distribution on the latent's grid.
+        relaxation: latent -> soft segmentation.
+        valid: optional (B, 1, H, W) mask of cells to score.
+    """
+
+    def __init__(
+        self, posterior: torch.Tensor, relaxation: Relaxation, valid: torch.Tensor | None = None
+    ) -> None:
+        super().__init__()
+        self.register_buffer("posterior", posterior.float().clamp_min(_EPS))
+        self.register_buffer(
+            "valid", torch.ones_like(posterior[:, :1]) if valid is None else valid.float()
+        )
+        self.relaxation = relaxation
+
+    def on_step(self, progress: float) -> None:
+        """Anneal the relaxation."""
+        self.relaxation.on_step(progress)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One loss per sample."""
+        _check(x, self.posterior, "PixelEvidence", channels=True)
+        s = self.relaxation(x).clamp_min(_EPS)
+        kl = (self.posterior * (self.posterior.log() - s.log())).sum(1, keepdim=True)
+        return (kl * self.valid).sum((1, 2, 3)) / self.valid.sum((1, 2, 3)).clamp_min(1.0)

@@ -13,6 +13,13 @@ The algorithm (Graikos et al. 2022, section 2 of docs/METHOD.md, then refined at
    the posterior, and combined with the upsampled posterior by a few EM rounds. This puts class
    boundaries where the image has them, instead of on the 4 m cells.
 
+With a region appearance model (``appearance=``, fitted on the whole region before any window by
+:mod:`geo_ppp.landcover.appearance`), the weak labels use the region's calibrated trust, each cell gets
+the region model's posterior (:func:`local_class_posterior`), the latent starts there and a per-cell
+constraint (:class:`~geo_ppp.landcover.constraints.PixelEvidence`) holds it; the per-window colour
+model of step 4 is then left out (``appearance_refine_iterations``), because a window-level model
+re-absorbs what the region model separated (a clearing inside a forest block).
+
 ``prior=None`` (or ``prior_weight=0``) gives the constraints-only ablation.
 """
 
@@ -30,8 +37,9 @@ from geo_ppp.core.constraints import Sum
 from geo_ppp.core.pnp import PnPConfig, plug_and_play
 from geo_ppp.core.weights import Prior
 from geo_ppp.errors import ConfigError, ShapeError
+from geo_ppp.landcover.appearance import AppearanceModel
 from geo_ppp.landcover.clustering import ClusterConfig, box_mean, image_features, local_gmm
-from geo_ppp.landcover.constraints import LocalKL, LocalMutualInformation, Relaxation
+from geo_ppp.landcover.constraints import LocalKL, LocalMutualInformation, PixelEvidence, Relaxation
 from geo_ppp.landcover.weak import Cooccurrence, weak_distribution
 
 __all__ = [
@@ -42,6 +50,7 @@ __all__ = [
     "coarse_inputs",
     "default_infer_config",
     "infer_windows",
+    "local_class_posterior",
     "refine_full_resolution",
 ]
 
@@ -115,6 +124,19 @@ class InferConfig:
         refine_coarse_power: exponent of the coarse posterior in the refinement.
         refine_weak_power: exponent of the (blurred) weak distribution in the refinement.
         texture_radius: radius (pixels at 1 m) of the local-contrast feature.
+        appearance_kl: with a region appearance model, the local KL's target is the region
+            model's posterior (box-pooled like the KL itself) instead of the weak distribution.
+        appearance_weight: weight of the per-cell :class:`PixelEvidence` constraint towards the
+            region model's posterior; 0 leaves it out.
+        appearance_trust: use the region's calibrated co-occurrence columns for the weak labels.
+        appearance_init: start the latent at the region model's posterior (else at the weak labels).
+        appearance_refine_iterations: per-window EM rounds of the 1 m refinement when a region
+            model is given (it replaces the per-window colour model: 0 by default).
+        refine_appearance_power: exponent of the region model's likelihood ratio in the 1 m
+            refinement (0: the refinement does not see it again).
+        local_radius, local_anchor, local_iterations, local_sparsity: the region model's posterior
+            per cell (:func:`local_class_posterior`): box radius (prior cells) of the local class
+            shares, the weight of the weak labels in them, EM rounds, the sparsity threshold.
     """
 
     pnp: dict[str, object] = field(default_factory=lambda: dict(LANDCOVER_PNP))
@@ -133,6 +155,16 @@ class InferConfig:
     refine_coarse_power: float = 1.0
     refine_weak_power: float = 0.0
     texture_radius: int = 3
+    appearance_kl: bool = True
+    appearance_weight: float = 1.0
+    appearance_trust: bool = True
+    appearance_init: bool = True
+    appearance_refine_iterations: int = 0
+    refine_appearance_power: float = 0.0
+    local_radius: int = 15
+    local_anchor: float = 0.05
+    local_iterations: int = 10
+    local_sparsity: float = 0.1
 
     def __post_init__(self) -> None:
         PnPConfig.from_dict({**LANDCOVER_PNP, **self.pnp})  # validates keys and values now
@@ -141,8 +173,16 @@ class InferConfig:
             raise ConfigError(
                 f"relaxation {self.relaxation!r} is unknown; use one of {list(Relaxation.kinds)}"
             )
-        if self.weak_sigma_m < 0 or self.kl_weight < 0 or self.mi_weight < 0:
-            raise ConfigError("weak_sigma_m, kl_weight and mi_weight must be >= 0")
+        if min(self.weak_sigma_m, self.kl_weight, self.mi_weight, self.appearance_weight,
+               self.refine_appearance_power, self.local_anchor) < 0:
+            raise ConfigError(
+                "weak_sigma_m, kl_weight, mi_weight, appearance_weight, refine_appearance_power and "
+                "local_anchor must be >= 0"
+            )
+        if not 0 <= self.local_sparsity < 1 or self.local_radius < 0 or self.local_iterations < 0:
+            raise ConfigError("local_sparsity must be in [0, 1), local_radius and local_iterations >= 0")
+        if self.appearance_refine_iterations < 0 or self.refine_iterations < 0:
+            raise ConfigError("refine_iterations and appearance_refine_iterations must be >= 0")
 
     def pnp_config(self) -> PnPConfig:
         """The resolved :class:`PnPConfig`."""
@@ -216,11 +256,17 @@ def refine_full_resolution(
     weak: torch.Tensor,
     valid: torch.Tensor,
     config: InferConfig,
+    evidence: torch.Tensor | None = None,
+    iterations: int | None = None,
 ) -> torch.Tensor:
     """Refine an upsampled coarse posterior with the 1 m image: per-window class-conditional EM.
 
     Each class gets a full-covariance Gaussian over the pixel features of the window, weighted by
-    the current posterior; the new posterior is ``coarse^a * weak^b * N(feature | class)``.
+    the current posterior; the new posterior is ``coarse^a * weak^b * N(feature | class)``, times
+    ``exp(c * evidence)`` when the region appearance model's log-likelihood ratios (B, K, H, W) are
+    given (``c``: ``refine_appearance_power``), so that confident evidence of the region model can
+    overrule a 30 m block. ``iterations`` overrides ``config.refine_iterations`` (0: no per-window
+    colour model, only the product of the terms above).
     """
     feats = torch.cat([image_features(image), 4.0 * _texture(image, config.texture_radius)], 1)
     b, d, h, w = feats.shape
@@ -230,9 +276,13 @@ def refine_full_resolution(
     logp = config.refine_coarse_power * coarse_up.clamp_min(1e-4).log().flatten(2)
     if config.refine_weak_power:
         logp = logp + config.refine_weak_power * weak.clamp_min(1e-4).log().flatten(2)
-    q = coarse_up.flatten(2)  # (B, K, N)
+    if evidence is not None and config.refine_appearance_power:
+        logp = logp + config.refine_appearance_power * evidence.flatten(2)
+    rounds = config.refine_iterations if iterations is None else iterations
+    # (B, K, N): EM starts from the coarse posterior; with no round, the product of the terms is the result
+    q = coarse_up.flatten(2) if rounds else torch.softmax(logp, 1)
     eye = torch.eye(d, device=f.device, dtype=f.dtype)
-    for _ in range(config.refine_iterations):
+    for _ in range(rounds):
         r = q * v[:, None]
         mass = r.sum(2).clamp_min(1e-3)  # (B, K)
         mean = torch.einsum("bkn,bnd->bkd", r, f) / mass[..., None]
@@ -243,6 +293,53 @@ def refine_full_resolution(
         loglik = -0.5 * z.pow(2).sum(2) - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
         q = torch.softmax(loglik + logp, 1)
     return q.view(b, k, h, w)
+
+
+def local_class_posterior(
+    weak: torch.Tensor,
+    evidence: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    radius: int = 8,
+    anchor: float = 0.1,
+    iterations: int = 10,
+    sparsity: float = 0.0,
+) -> torch.Tensor:
+    """Per-cell class posterior from image evidence, with class shares estimated locally by EM.
+
+    The region's appearance model says how each cell looks (``evidence``: log-likelihood ratios);
+    how common each class is near the cell is not the 30 m weak label's fixed column but estimated
+    from the evidence around it: ``pi <- (box_mean(r, radius) + anchor * weak) / (1 + anchor)`` and
+    ``r = softmax(log pi + evidence)``, ``iterations`` times. A forest whose few bright crowns look
+    like grass keeps a small share of grass, so they stay forest; a clearing that NLCD calls forest
+    raises the share of grass around it, and its cells become grass. ``anchor`` keeps the weak labels
+    in the estimate (a class they exclude stays rare).
+
+    Args:
+        weak: (B, K, H, W) weak class distribution.
+        evidence: (B, K, H, W) log-likelihood ratios (0 = no evidence).
+        valid: optional (B, 1, H, W) mask: invalid cells keep the weak distribution.
+        radius: box radius of the local shares, in cells.
+        anchor: weight of the weak distribution in the shares.
+        iterations: EM rounds (0: the plain posterior ``weak * exp(evidence)``).
+        sparsity: a local share below it is set to 0 before renormalising (the MAP of a sparse
+            Dirichlet: a neighbourhood holds few classes). The evidence's false positives, a few
+            bright crowns in a forest, hold a small share and vanish; a clearing keeps its share.
+
+    Returns:
+        (B, K, H, W) summing to 1 over K.
+    """
+    w = weak.float().clamp_min(1e-6)
+    pi = w
+    m = torch.ones_like(w[:, :1]) if valid is None else valid.float()
+    for _ in range(iterations):
+        r = torch.softmax(pi.clamp_min(1e-6).log() + evidence, 1) * m + w * (1 - m)
+        share = box_mean(r, radius)
+        if sparsity:
+            share = (share - sparsity).clamp_min(0)
+            share = share / share.sum(1, keepdim=True).clamp_min(1e-6)
+        pi = (share + anchor * w) / (1 + anchor)
+    post = torch.softmax(pi.clamp_min(1e-6).log() + evidence, 1)
+    return post * m + w * (1 - m)
 
 
 def infer_windows(
@@ -259,6 +356,7 @@ def infer_windows(
     factor: int | None = None,
     device: torch.device | str = "cpu",
     timings: dict[str, float] | None = None,
+    appearance: AppearanceModel | None = None,
 ) -> WindowResult:
     """Infer class probabilities for a batch of windows.
 
@@ -276,6 +374,10 @@ def infer_windows(
         device: where to run.
         timings: if given, seconds spent in ``clustering`` (weak labels, pooling, local GMM),
             ``pnp`` (the plug-and-play optimisation) and ``refine`` are added to it.
+        appearance: the region's calibrated appearance model (:mod:`geo_ppp.landcover.appearance`):
+            its evidence, pooled to the prior's cells and combined with the region's trust in the
+            weak labels by :func:`local_class_posterior`, starts the latent and enters the objective
+            (:class:`PixelEvidence`, and the KL's target); ``None`` runs the per-window model alone.
     """
     clock = _Clock(timings, device)
     config = config or InferConfig()
@@ -291,25 +393,45 @@ def infer_windows(
         raise ShapeError(f"window {h}x{w} is not a multiple of the prior's cell ({factor} pixels)")
     image = image.to(device).float()
     valid = valid.to(device)
+    matrix = cooccurrence
+    evidence = evidence_c = None
+    if appearance is not None:
+        if config.appearance_trust:
+            matrix = appearance.calibrated(cooccurrence)
+        evidence = appearance.log_ratio(image).to(device) * valid.float()
+        evidence_c = F.avg_pool2d(evidence, factor) if factor > 1 else evidence
     # the weak distribution is computed at the prior's resolution (its blur is far wider than a cell)
     # and upsampled for the 1 m refinement
     weak_c = weak_distribution(
-        weak_codes, cooccurrence, config.weak_sigma_m / resolution_m, weak_nodata, device, downsample=factor
+        weak_codes, matrix, config.weak_sigma_m / resolution_m, weak_nodata, device, downsample=factor
     )
     img_c, valid_c = coarse_inputs(image, valid, factor)
     weak = _upsample(weak_c, factor)
     clusters = local_gmm(image_features(img_c), config.cluster_config(), valid_c)
+    posterior_c = None
+    if evidence_c is not None:
+        posterior_c = local_class_posterior(
+            weak_c, evidence_c, valid_c, config.local_radius, config.local_anchor, config.local_iterations,
+            config.local_sparsity,
+        )
     clock.lap("clustering")
 
     relax = Relaxation(config.relaxation, config.relax_start, config.relax_end)
     terms = []
     if config.kl_weight:
-        terms.append(LocalKL(weak_c, relax, config.kl_radius, valid_c) * config.kl_weight)
+        target = weak_c
+        if posterior_c is not None and config.appearance_kl:
+            target = box_mean(posterior_c, config.kl_radius)
+        terms.append(LocalKL(target, relax, config.kl_radius, valid_c) * config.kl_weight)
+    if posterior_c is not None and config.appearance_weight:
+        terms.append(PixelEvidence(posterior_c, relax, valid_c) * config.appearance_weight)
     if config.mi_weight:
         terms.append(LocalMutualInformation(clusters, relax, config.mi_radius, valid_c) * config.mi_weight)
     constraint = Sum(terms) if terms else None
     pnp = config.pnp_config()
-    x0 = config.init_scale * (2 * weak_c - 1)
+    # the latent starts from the best estimate at hand: the region model's posterior when there is one
+    start = posterior_c if posterior_c is not None and config.appearance_init else weak_c
+    x0 = config.init_scale * (2 * start - 1)
     if prior is None or pnp.prior_weight == 0:
         pnp = replace(pnp, prior_weight=0.0)
         denoiser, schedule = _NullDenoiser(weak_c.shape[1]), _null_schedule()
@@ -322,7 +444,10 @@ def infer_windows(
     relax.on_step(1.0)
     coarse = relax(x) * valid_c + (1 - valid_c) * weak_c
     up = _upsample(coarse, factor)
-    probs = refine_full_resolution(image, up, weak, valid, config) if config.refine else up
+    iterations = config.appearance_refine_iterations if appearance is not None else None
+    probs = up
+    if config.refine:
+        probs = refine_full_resolution(image, up, weak, valid, config, evidence, iterations)
     clock.lap("refine")
     return WindowResult(probabilities=probs, coarse=coarse, weak=weak)
 

@@ -1,0 +1,512 @@
+"""A region-calibrated appearance model: how each class looks on the region, how far to trust its weak labels.
+
+This is the label-super-resolution view of weak labels (Malkin et al., "Label super-resolution
+networks", ICLR 2019), fitted by EM on the region itself, before any window is inferred:
+
+- every sampled 1 m pixel ``n`` has appearance features ``f_n`` (R, G, B, NIR, NDVI and a local
+  texture) and a weak-label code ``j_n`` (an NLCD class);
+- its hidden class ``c_n`` has the prior ``pi_{j_n}(c)``: the region's own column of a
+  co-occurrence matrix, started from the shipped one;
+- ``p(f | c)`` is a small Gaussian mixture per class (full covariances).
+
+EM alternates the posterior of each pixel's class with the class mixtures and the columns
+``pi_j``. Each column is a MAP estimate under a Dirichlet prior centred on the shipped column, worth
+``trust_pseudocount`` pixels: where the imagery plainly disagrees with a weak class over many pixels
+(a regrowing clearing that NLCD still calls forest), the region's column moves; where a weak class
+covers few pixels it stays near the shipped matrix. A weak code that the sample never holds is never
+estimated: its column is the shipped one.
+
+Why this and not a per-window model: inside one 256 m window the clearing can hold most of the
+pixels NLCD calls forest, and a per-window "what tree looks like" absorbs it. Pooled over a region,
+canopy, field, road and water each have many pixels whose weak labels agree with them, and those
+define the classes' appearance; the disagreeing pixels are then explained by the class they look
+like.
+
+Identifiability guard: a class is modelled only if it has *anchor* pixels, pixels of a weak code
+for which it is the most likely class (field pixels in a pasture block, road pixels in a developed
+block), with at least ``min_anchor_pixels`` of them in the sample. Otherwise EM would carve the
+class out of the tail of another (the brightest canopy as "field" in an all-forest region). A class
+that is not modelled gets a neutral likelihood ratio (0): the weak labels and the per-window model
+decide it, as without calibration.
+
+Outputs used by inference:
+
+- :meth:`AppearanceModel.log_ratio`: per-pixel ``log p(f | c) - log p(f)`` (B, K, H, W), the evidence
+  of the image for each class, 0 for classes not modelled;
+- :meth:`AppearanceModel.calibrated`: the region's co-occurrence matrix (the weak labels with the
+  region's trust in them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from geo_ppp.core.config import config_from_mapping, config_to_dict
+from geo_ppp.errors import ConfigError, ShapeError
+from geo_ppp.landcover.clustering import box_mean, image_features
+from geo_ppp.landcover.weak import Cooccurrence
+
+#: evidence weights the region calibration chooses from (``AppearanceConfig.evidence_weight=None``)
+EVIDENCE_WEIGHTS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+__all__ = [
+    "EVIDENCE_WEIGHTS",
+    "AppearanceConfig",
+    "AppearanceModel",
+    "CalibrationSkipped",
+    "appearance_features",
+    "fit_appearance",
+    "sample_pixels",
+]
+
+
+@dataclass(frozen=True)
+class AppearanceConfig:
+    """Settings of the region calibration (:func:`fit_appearance`).
+
+    Attributes:
+        samples: pixels drawn from the region (seeded, uniform over its valid pixels).
+        components: Gaussians per class.
+        iterations: EM iterations.
+        trust_pseudocount: weight, in pixels, of the shipped co-occurrence column in each weak
+            class's estimated column (a Dirichlet prior): more trusts the shipped matrix more.
+        min_anchor_pixels: sampled pixels whose weak code favours a class, needed to model it.
+        min_pixels: sampled valid pixels needed at all; fewer falls back to the per-window model.
+        texture_radius: radius (pixels) of the local-contrast feature.
+        smooth_radius: radius (pixels) of the neighbourhood means of the bands (0: none).
+        evidence_weight: multiplies the log-likelihood ratio (pixels are not independent, and a
+            Gaussian mixture is over-confident: below 1 tempers it). ``None`` (the default)
+            calibrates it on the region: the weight, among :data:`EVIDENCE_WEIGHTS`, under which the
+            image alone best predicts the weak labels of held-out sampled pixels through the
+            region's trust (a temperature fitted against noisy labels, "forward correction").
+        holdout: fraction of the sample kept out of the fit to calibrate ``evidence_weight``.
+        seed: draws the pixel sample.
+    """
+
+    samples: int = 40_000
+    components: int = 3
+    iterations: int = 20
+    trust_pseudocount: float = 2000.0
+    min_anchor_pixels: int = 250
+    min_pixels: int = 8000
+    texture_radius: int = 8
+    smooth_radius: int = 8
+    evidence_weight: float | None = None
+    holdout: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1000:
+            raise ConfigError(f"appearance samples must be >= 1000, got {self.samples}")
+        if not 1 <= self.components <= 16:
+            raise ConfigError(f"appearance components must be in 1-16, got {self.components}")
+        if not 1 <= self.iterations <= 1000:
+            raise ConfigError(f"appearance iterations must be in 1-1000, got {self.iterations}")
+        if self.trust_pseudocount < 0 or (self.evidence_weight is not None and self.evidence_weight < 0):
+            raise ConfigError("appearance trust_pseudocount and evidence_weight must be >= 0")
+        if not 0 < self.holdout < 0.9:
+            raise ConfigError(f"appearance holdout must be in (0, 0.9), got {self.holdout}")
+        if self.min_anchor_pixels < 1 or self.min_pixels < 1:
+            raise ConfigError("appearance min_anchor_pixels and min_pixels must be >= 1")
+        if not 0 <= self.texture_radius <= 32:
+            raise ConfigError(f"appearance texture_radius must be in 0-32, got {self.texture_radius}")
+        if not 0 <= self.smooth_radius <= 32:
+            raise ConfigError(f"appearance smooth_radius must be in 0-32, got {self.smooth_radius}")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able form."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> AppearanceConfig:
+        """Strict parse (unknown keys are errors)."""
+        return config_from_mapping(cls, data, "the appearance config")
+
+
+class CalibrationSkipped(Exception):  # noqa: N818 - a signal, not an error: the caller falls back
+    """The region cannot be calibrated (too small or too uniform); ``str(exc)`` says why."""
+
+
+def appearance_features(image: torch.Tensor, texture_radius: int = 3, smooth_radius: int = 0) -> torch.Tensor:
+    """(B, C, H, W) imagery in 0-255 -> (B, D, H, W): bands in [0, 1], NDVI, local texture.
+
+    The texture is the local standard deviation of the brightness (canopy has crown shadows, a field
+    or a road is smooth), scaled by 4 so its spread is comparable to the bands'. With
+    ``smooth_radius > 0`` the box means of the bands and NDVI over that radius come first (a sunlit
+    crown looks like grass on its own, not with its neighbourhood).
+    """
+    feats = image_features(image)
+    if smooth_radius > 0:
+        feats = torch.cat([box_mean(feats, smooth_radius), feats], 1)
+    if texture_radius > 0:
+        bright = image.float().mean(1, keepdim=True) / 255.0
+        mean = box_mean(bright, texture_radius)
+        tex = (box_mean(bright.pow(2), texture_radius) - mean.pow(2)).clamp_min(0).sqrt()
+        feats = torch.cat([feats, 4.0 * tex], 1)
+    return feats
+
+
+def sample_pixels(
+    image: torch.Tensor,
+    codes: torch.Tensor,
+    valid: torch.Tensor,
+    count: int,
+    generator: torch.Generator,
+    texture_radius: int = 3,
+    smooth_radius: int = 0,
+    nodata: int | None = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw up to ``count`` valid pixels of a batch of windows: (features (N, D), codes (N,)).
+
+    Args:
+        image: (B, C, H, W) imagery, 0-255.
+        codes: (B, H, W) weak-label codes on the image grid.
+        valid: (B, 1, H, W) validity mask.
+        count: pixels to draw (without replacement; all when there are fewer).
+        generator: seeded torch generator.
+        texture_radius: of :func:`appearance_features`.
+        smooth_radius: of :func:`appearance_features`.
+        nodata: weak-label nodata code (such pixels are not drawn).
+    """
+    feats = appearance_features(image, texture_radius, smooth_radius)
+    ok = valid[:, 0] > 0
+    if nodata is not None:
+        ok = ok & (codes != nodata)
+    flat_ok = ok.flatten()
+    idx = torch.nonzero(flat_ok).flatten()
+    if idx.numel() > count:
+        pick = torch.randperm(idx.numel(), generator=generator)[:count]
+        idx = idx[pick.sort().values]
+    d = feats.shape[1]
+    f = feats.permute(0, 2, 3, 1).reshape(-1, d)[idx]
+    return f, codes.flatten()[idx].long()
+
+
+@dataclass
+class AppearanceModel:
+    """A fitted region calibration (see the module docstring).
+
+    Attributes:
+        source_codes: weak-label codes, in the co-occurrence matrix's order.
+        trust: (K, S) the region's column P(class | weak code) per source code.
+        shipped: (K, S) the shipped co-occurrence matrix it started from.
+        modelled: (K,) which classes have an appearance model.
+        weights: (K, G) mixture weights per class.
+        means: (K, G, D).
+        covariances: (K, G, D, D).
+        texture_radius, smooth_radius: of the features.
+        evidence_weight: multiplies :meth:`log_ratio`.
+        class_prior: (K,) the region's class shares under the model (for the marginal p(f)).
+        stats: a JSON-able summary (pixels, per-code counts, iterations, log-likelihood).
+    """
+
+    source_codes: tuple[int, ...]
+    trust: np.ndarray
+    shipped: np.ndarray
+    modelled: np.ndarray
+    weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    texture_radius: int
+    smooth_radius: int
+    evidence_weight: float
+    class_prior: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ evidence
+    def _component_logpdf(self, f: torch.Tensor) -> torch.Tensor:
+        """(N, D) features -> (N, K, G) log densities (plus log mixture weights)."""
+        means = torch.as_tensor(self.means, dtype=torch.float64, device=f.device)
+        cov = torch.as_tensor(self.covariances, dtype=torch.float64, device=f.device)
+        logw = torch.as_tensor(self.weights, dtype=torch.float64, device=f.device).clamp_min(1e-12).log()
+        return _gauss_logpdf(f.double(), means, cov) + logw
+
+    def log_ratio(self, image: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+        """Per-pixel evidence ``evidence_weight * (log p(f | c) - log p(f))``: (B, K, H, W), float32.
+
+        ``p(f)`` is the mixture over modelled classes with the region's class shares; classes
+        that are not modelled get 0 (no evidence either way).
+        """
+        feats = appearance_features(image, self.texture_radius, self.smooth_radius)
+        b, d, h, w = feats.shape
+        if d != self.means.shape[-1]:
+            raise ShapeError(
+                f"the appearance model was fitted on {self.means.shape[-1]} features, the image gives {d} "
+                "(same bands as the calibration region are needed)"
+            )
+        f = feats.permute(0, 2, 3, 1).reshape(-1, d)
+        k = self.trust.shape[0]
+        modelled = torch.as_tensor(self.modelled, device=f.device)
+        prior = torch.as_tensor(self.class_prior, dtype=torch.float64, device=f.device)
+        out = torch.zeros(f.shape[0], k, dtype=torch.float32, device=f.device)
+        for start in range(0, f.shape[0], chunk):
+            part = f[start : start + chunk]
+            cls = torch.logsumexp(self._component_logpdf(part), 2)  # (n, K)
+            marg = torch.logsumexp(cls[:, modelled] + prior[modelled].clamp_min(1e-12).log(), 1, keepdim=True)
+            ratio = torch.where(modelled[None], cls - marg, torch.zeros_like(cls))
+            out[start : start + chunk] = (self.evidence_weight * ratio).float()
+        return out.view(b, h, w, k).permute(0, 3, 1, 2).contiguous()
+
+    def calibrated(self, base: Cooccurrence) -> Cooccurrence:
+        """``base`` with the columns of the region's weak codes replaced by their estimated trust."""
+        if tuple(base.source_codes) != tuple(self.source_codes):
+            raise ConfigError("the appearance model was calibrated against another co-occurrence matrix")
+        return Cooccurrence(
+            legend=base.legend,
+            source_codes=base.source_codes,
+            target_codes=base.target_codes,
+            matrix=self.trust.copy(),
+            description=f"{base.description} (calibrated on the region)".strip(),
+        )
+
+    # ------------------------------------------------------------------ storage
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The arrays, for a safetensors file."""
+        return {
+            name: torch.as_tensor(np.ascontiguousarray(getattr(self, name)))
+            for name in ("trust", "shipped", "weights", "means", "covariances", "class_prior")
+        } | {"modelled": torch.as_tensor(self.modelled.astype(np.uint8))}
+
+    def metadata(self) -> dict[str, object]:
+        """The scalars and the summary, JSON-able."""
+        return {
+            "source_codes": list(self.source_codes),
+            "texture_radius": self.texture_radius,
+            "smooth_radius": self.smooth_radius,
+            "evidence_weight": self.evidence_weight,
+            "stats": self.stats,
+        }
+
+    @classmethod
+    def from_parts(cls, tensors: dict[str, torch.Tensor], meta: dict[str, object]) -> AppearanceModel:
+        """Inverse of :meth:`tensors` + :meth:`metadata`."""
+        try:
+            arrays = {name: tensors[name].double().numpy() for name in
+                      ("trust", "shipped", "weights", "means", "covariances", "class_prior")}
+            return cls(
+                source_codes=tuple(int(c) for c in meta["source_codes"]),  # type: ignore[union-attr]
+                modelled=tensors["modelled"].numpy().astype(bool),
+                texture_radius=int(meta["texture_radius"]),  # type: ignore[arg-type]
+                smooth_radius=int(meta["smooth_radius"]),  # type: ignore[arg-type]
+                evidence_weight=float(meta["evidence_weight"]),  # type: ignore[arg-type]
+                stats=dict(meta.get("stats") or {}),  # type: ignore[arg-type]
+                **arrays,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"the appearance model file is incomplete or damaged ({exc}); delete it to refit"
+            ) from exc
+
+    def summary(self, class_names: list[str] | None = None) -> dict[str, object]:
+        """What the calibration found, for the run record: classes modelled, trust of each weak code."""
+        k = self.trust.shape[0]
+        names = class_names or [str(i) for i in range(k)]
+        present = self.stats.get("code_pixels", {})
+        trust = {
+            str(code): {names[c]: round(float(self.trust[c, j]), 3) for c in range(k)}
+            for j, code in enumerate(self.source_codes)
+            if str(code) in present
+        }
+        return {
+            "modelled": [names[c] for c in range(k) if self.modelled[c]],
+            "trust": trust,
+            **{key: self.stats[key] for key in ("pixels", "iterations", "code_pixels") if key in self.stats},
+        }
+
+
+def _gauss_logpdf(f: torch.Tensor, means: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+    """(N, D), (K, G, D), (K, G, D, D) -> (N, K, G) Gaussian log densities."""
+    d = f.shape[1]
+    chol = torch.linalg.cholesky(cov)  # (K, G, D, D)
+    eye = torch.eye(d, dtype=cov.dtype, device=cov.device).expand_as(chol)
+    inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # L^-1, (K, G, D, D)
+    # |L^-1 (f - mu)|^2 = |f L^-T - mu L^-T|^2: one (N, D) x (D, K*G*D) product
+    proj = inv.transpose(-1, -2)  # (K, G, D, D)
+    k, g = means.shape[:2]
+    z = (f @ proj.permute(2, 0, 1, 3).reshape(d, k * g * d)).view(-1, k, g, d)
+    z = z - torch.einsum("kgd,kgde->kge", means, proj)[None]
+    maha = z.pow(2).sum(-1)  # (N, K, G)
+    logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K, G)
+    return -0.5 * (maha + logdet[None] + d * math.log(2 * math.pi))
+
+
+def fit_appearance(
+    features: torch.Tensor,
+    codes: torch.Tensor,
+    cooccurrence: Cooccurrence,
+    config: AppearanceConfig | None = None,
+) -> AppearanceModel:
+    """Fit the region calibration by EM on sampled pixels.
+
+    Args:
+        features: (N, D) appearance features of the sampled pixels (:func:`sample_pixels`).
+        codes: (N,) their weak-label codes (all known to ``cooccurrence``).
+        cooccurrence: the shipped matrix: the prior of the trust columns and the start of EM.
+        config: settings.
+
+    Raises:
+        CalibrationSkipped: too few pixels, or no class with anchor pixels beyond one (a region
+            with a single modelled class has nothing to separate).
+        ConfigError: codes the matrix does not know.
+    """
+    config = config or AppearanceConfig()
+    n, d = features.shape
+    if n < config.min_pixels:
+        raise CalibrationSkipped(
+            f"the region has {n} usable pixels, fewer than the {config.min_pixels} a calibration needs"
+        )
+    f = features.double()
+    source = list(cooccurrence.source_codes)
+    lookup = {code: i for i, code in enumerate(source)}
+    present_codes, counts = torch.unique(codes, return_counts=True)
+    unknown = [int(c) for c in present_codes.tolist() if int(c) not in lookup]
+    if unknown:
+        raise ConfigError(
+            f"weak-label codes {unknown} are not in the co-occurrence matrix (it knows {source}); pass "
+            "--cooccurrence with a matrix that covers them"
+        )
+    table = torch.full((int(codes.max()) + 1,), -1, dtype=torch.long)
+    table[torch.as_tensor([c for c in source if c <= int(codes.max())], dtype=torch.long)] = torch.as_tensor(
+        [lookup[c] for c in source if c <= int(codes.max())], dtype=torch.long
+    )
+    col = table[codes.long()]
+    # a seeded split: the held-out pixels calibrate the evidence weight, the rest fit the model
+    hold_f = hold_col = None
+    if config.evidence_weight is None:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
+        n_hold = int(n * config.holdout)
+        hold_f, hold_col = f[order[:n_hold]], col[order[:n_hold]]
+        f, col = f[order[n_hold:]], col[order[n_hold:]]
+        n = f.shape[0]
+    shipped = torch.as_tensor(cooccurrence.matrix, dtype=torch.float64)  # (K, S)
+    k, s = shipped.shape
+    # anchors: pixels whose weak code's most likely class is c
+    favourite = shipped.argmax(0)  # (S,)
+    anchors = torch.bincount(favourite[col], minlength=k)
+    modelled = anchors >= config.min_anchor_pixels
+    if int(modelled.sum()) < 2:
+        raise CalibrationSkipped(
+            "the region is too uniform to calibrate: fewer than two classes have "
+            f"{config.min_anchor_pixels} sampled pixels of a weak class that favours them "
+            f"(anchor pixels per class: {anchors.tolist()})"
+        )
+    g = config.components
+    # EM runs over the modelled classes only (the others have no pixels to learn from)
+    idx = torch.nonzero(modelled).flatten()
+    km = int(idx.numel())
+    ship_m = shipped[idx]  # (Km, S)
+    # ---- initial responsibilities: the shipped prior, split into components by brightness bins
+    trust_m = ship_m.clone()
+    prior_n = trust_m[:, col].T  # (N, Km)
+    prior_n = prior_n / prior_n.sum(1, keepdim=True).clamp_min(1e-12)
+    bright = f[:, :3].mean(1)
+    qs = torch.quantile(bright, torch.linspace(0, 1, g + 2, dtype=torch.float64)[1:-1])
+    spread = bright.std().clamp_min(1e-3)
+    bins = torch.softmax(-2.0 * ((bright[:, None] - qs[None]) / spread).pow(2) * g * g, 1)  # (N, G)
+    resp = prior_n[:, :, None] * bins[:, None, :]  # (N, Km, G)
+    eye = torch.eye(d, dtype=torch.float64)
+    floor = 1e-4 * eye
+    global_cov = torch.cov(f.T) + floor
+    loglik_trace: list[float] = []
+    code_mass = torch.zeros(s, dtype=torch.float64).index_add_(0, col, torch.ones(n, dtype=torch.float64))
+    present = code_mass > 0
+    for it in range(config.iterations + 1):
+        # ---- M step: mixtures per class
+        mass = resp.sum(0)  # (Km, G)
+        weights_m = (mass + 1e-3) / (mass.sum(1, keepdim=True) + 1e-3 * g)
+        flat = resp.reshape(n, km * g).T  # (Km*G, N)
+        means_m = (flat @ f / mass.reshape(-1, 1).clamp_min(1e-9)).view(km, g, d)
+        second = torch.bmm((flat[:, :, None] * f[None]).transpose(1, 2), f.expand(km * g, n, d))
+        covs_m = second.view(km, g, d, d) / mass[..., None, None].clamp_min(1e-9)
+        covs_m = covs_m - means_m[..., :, None] * means_m[..., None, :]
+        # shrink towards the global covariance where a component has few pixels
+        shrink = (50.0 / (mass + 50.0))[..., None, None]
+        covs_m = (1 - shrink) * covs_m + shrink * global_cov + floor
+        if it == config.iterations:
+            break  # the last M step: the parameters match the last responsibilities
+        # ---- M step: the trust columns (MAP under a Dirichlet centred on the shipped column)
+        if it > 0:
+            col_mass = torch.zeros(s, km, dtype=torch.float64).index_add_(0, col, resp.sum(2))  # (S, Km)
+            pseudo = config.trust_pseudocount * shipped.T  # (S, K): the pseudo-pixels of every class
+            total = code_mass[:, None] + config.trust_pseudocount
+            est = (col_mass + pseudo[:, idx]) / total.clamp_min(1e-12)
+            trust_m = torch.where(present[None], est.T, ship_m)
+        # ---- E step (float32: the pixels are many, the parameters few)
+        logpdf = _gauss_logpdf(f.float(), means_m.float(), covs_m.float()).double()
+        log_prior = trust_m[:, col].T.clamp_min(1e-12).log()[:, :, None]  # (N, Km, 1)
+        joint = logpdf + weights_m.clamp_min(1e-12).log()[None] + log_prior
+        norm = torch.logsumexp(joint.flatten(1), 1)
+        resp = torch.exp(joint - norm[:, None, None])
+        loglik_trace.append(float(norm.mean()))
+    # back to all K classes: those not modelled get a neutral placeholder (never used: ratio 0)
+    weights = torch.full((k, g), 1.0 / g, dtype=torch.float64)
+    means = torch.zeros(k, g, d, dtype=torch.float64)
+    covs = eye.expand(k, g, d, d).clone()
+    weights[idx], means[idx], covs[idx] = weights_m, means_m, covs_m
+    class_prior = torch.zeros(k, dtype=torch.float64)
+    class_prior[idx] = resp.sum((0, 2)) / n  # the region's class shares under the model
+    # classes not modelled keep the shipped columns' share of them (renormalised with the rest)
+    trust = shipped.clone()
+    trust[idx] = trust_m
+    trust_np = trust.numpy().copy()
+    trust_np = trust_np / trust_np.sum(0, keepdims=True)
+    code_pixels = {str(source[j]): int(code_mass[j]) for j in range(s) if code_mass[j] > 0}
+    stats = {
+        "pixels": int(n),
+        "iterations": config.iterations,
+        "code_pixels": code_pixels,
+        "anchor_pixels": [int(a) for a in anchors],
+        "mean_loglik": round(loglik_trace[-1], 4),
+    }
+    model = AppearanceModel(
+        source_codes=tuple(source),
+        trust=trust_np,
+        shipped=shipped.numpy(),
+        modelled=modelled.numpy(),
+        weights=weights.numpy(),
+        means=means.numpy(),
+        covariances=covs.numpy(),
+        texture_radius=config.texture_radius,
+        smooth_radius=config.smooth_radius,
+        evidence_weight=1.0 if config.evidence_weight is None else config.evidence_weight,
+        class_prior=class_prior.numpy(),
+        stats=stats,
+    )
+    if hold_f is not None and hold_col is not None:
+        model.evidence_weight, scores = _calibrate_weight(model, hold_f, hold_col)
+        stats["evidence_weight_scores"] = scores
+    stats["evidence_weight"] = model.evidence_weight
+    return model
+
+
+def _calibrate_weight(
+    model: AppearanceModel, features: torch.Tensor, col: torch.Tensor
+) -> tuple[float, dict[str, float]]:
+    """The evidence weight under which the image best predicts held-out pixels' weak labels.
+
+    For a weight ``b`` the image-only posterior is ``q(c | f) ~ P(c) exp(b * ratio_c(f))``; the weak
+    label is a noisy view of the class through the region's trust, ``P(j | c) ~ trust[c, j] P(j)``;
+    the score is the mean ``log sum_c q(c | f) P(j | c)`` over held-out pixels. Too small a weight
+    ignores the image; too large an over-confident model pays for every pixel it gets wrong.
+    """
+    cls = torch.logsumexp(model._component_logpdf(features.double()), 2)  # (N, K)
+    modelled = torch.as_tensor(model.modelled)
+    prior = torch.as_tensor(model.class_prior, dtype=torch.float64).clamp_min(1e-12)
+    marg = torch.logsumexp(cls[:, modelled] + prior[modelled].log(), 1, keepdim=True)
+    ratio = torch.where(modelled[None], cls - marg, torch.zeros_like(cls))
+    trust = torch.as_tensor(model.trust, dtype=torch.float64)  # (K, S)
+    p_code = torch.bincount(col, minlength=trust.shape[1]).double()
+    joint = trust * (p_code / p_code.sum())[None]
+    p_class = joint.sum(1)
+    code_given_class = joint / p_class[:, None].clamp_min(1e-12)  # (K, S)
+    scores = {}
+    for weight in EVIDENCE_WEIGHTS:
+        q = torch.softmax(p_class.clamp_min(1e-12).log()[None] + weight * ratio, 1)
+        likelihood = (q @ code_given_class)[torch.arange(len(col)), col]
+        scores[str(weight)] = round(float(likelihood.clamp_min(1e-12).log().mean()), 5)
+    best = max(EVIDENCE_WEIGHTS, key=lambda w: scores[str(w)])
+    return float(best), scores
