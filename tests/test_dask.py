@@ -200,6 +200,9 @@ def test_real_inference_serial_and_on_dask_are_byte_identical(
     dask = segment(images, weak, out=tmp_path / "dask.tif", scheduler=address, **kw)
     assert serial.stats["ran"] == dask.stats["ran"] == 18
     assert "pnp" in dask.stats["seconds"]  # the real method ran in the workers
+    # the region calibration ran as a task and fitted the same model as in this process
+    assert dask.config["calibration"]["status"] == "fitted"
+    assert dask.config["calibration"]["summary"] == serial.config["calibration"]["summary"]
     assert (tmp_path / "serial.tif").read_bytes() == (tmp_path / "dask.tif").read_bytes()
 
 

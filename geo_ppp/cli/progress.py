@@ -53,8 +53,9 @@ class TileBar(RunObserver):
 
         bar = self.stages.get(name)
         if bar is None:
-            desc = {"teacher": "plug-and-play teacher", "train": "training segmenter"}.get(name, name)
-            unit = "step" if name == "train" else "tile"
+            desc = {"teacher": "plug-and-play teacher", "train": "training segmenter",
+                    "calibrate": "region calibration"}.get(name, name)  # fmt: skip
+            unit = {"train": "step", "calibrate": "stage"}.get(name, "tile")
             bar = self.stages[name] = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, position=1)
         bar.n = done
         bar.refresh()

@@ -100,6 +100,14 @@ def _presets() -> tuple[str, ...]:
     default=None,
     help="Keep the trained distill/qr segmenter in this folder (safetensors + JSON config).",
 )
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=True,
+    show_default=True,
+    help="Fit a region appearance model first (how each class looks here, how far to trust the weak "
+    "labels), so the map follows the imagery where it plainly disagrees with a 30 m block; "
+    "--no-calibrate maps with the per-window model alone.",
+)
 @click.option("--tile-size", type=int, default=256, show_default=True, help="Tile size, working-grid pixels.")
 @click.option("--overlap", type=int, default=32, show_default=True, help="Tile overlap, pixels (blended).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Tiles per inference batch.")
@@ -145,6 +153,7 @@ def segment(
     distill_tiles: int | None,
     segmenter_dir: Path | None,
     save_segmenter: Path | None,
+    calibrate: bool,
     tile_size: int,
     overlap: int,
     batch_size: int,
@@ -189,6 +198,7 @@ def segment(
             distill_tiles=distill_tiles,
             segmenter=segmenter_dir,
             save_segmenter=save_segmenter,
+            calibrate=calibrate,
             tile_size=tile_size,
             overlap=overlap,
             batch_size=batch_size,
@@ -217,6 +227,22 @@ def segment(
     for kind, path in result.outputs.items():
         if kind != "map":
             click.echo(f"  {kind}: {path}")
+    calibration = result.config.get("calibration")
+    if calibration:
+        click.echo(f"  calibration: {describe_calibration(calibration)}")
+
+
+def describe_calibration(record: dict) -> str:
+    """One line on what the region calibration did (the summary of ``segment`` and ``run``)."""
+    if record.get("status") != "fitted":
+        return f"{record.get('status', 'not run')} ({record.get('reason', '')}): per-window model only"
+    summary = record.get("summary", {})
+    return (
+        f"fitted on {record.get('pixels')} pixels of {record.get('tiles')} tiles "
+        f"in {record.get('seconds')} s; "
+        f"classes modelled: {', '.join(summary.get('modelled', []))}; "
+        f"evidence weight {summary.get('evidence_weight')}"
+    )
 
 
 @click.command("run")

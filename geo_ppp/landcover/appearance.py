@@ -39,27 +39,34 @@ Outputs used by inference:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from geo_ppp.core.config import config_from_mapping, config_to_dict
+from geo_ppp.core.weights import read_safetensors
 from geo_ppp.errors import ConfigError, ShapeError
 from geo_ppp.landcover.clustering import box_mean, image_features
 from geo_ppp.landcover.weak import Cooccurrence
 
+#: the version of the calibration (a work dir fitted by another version fits again)
+APPEARANCE_VERSION = 1
 #: evidence weights the region calibration chooses from (``AppearanceConfig.evidence_weight=None``)
 EVIDENCE_WEIGHTS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 __all__ = [
+    "APPEARANCE_VERSION",
     "EVIDENCE_WEIGHTS",
     "AppearanceConfig",
     "AppearanceModel",
     "CalibrationSkipped",
     "appearance_features",
     "fit_appearance",
+    "load_appearance",
     "sample_pixels",
 ]
 
@@ -313,6 +320,7 @@ class AppearanceModel:
         }
         return {
             "modelled": [names[c] for c in range(k) if self.modelled[c]],
+            "evidence_weight": self.evidence_weight,
             "trust": trust,
             **{key: self.stats[key] for key in ("pixels", "iterations", "code_pixels") if key in self.stats},
         }
@@ -510,3 +518,13 @@ def _calibrate_weight(
         scores[str(weight)] = round(float(likelihood.clamp_min(1e-12).log().mean()), 5)
     best = max(EVIDENCE_WEIGHTS, key=lambda w: scores[str(w)])
     return float(best), scores
+
+
+def load_appearance(path: str | os.PathLike[str]) -> AppearanceModel:
+    """A model written by the calibration stage (safetensors; its settings in the metadata)."""
+    tensors, meta = read_safetensors(path)
+    try:
+        parts = json.loads(meta["appearance"])
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a region appearance model ({exc}); delete it to refit") from exc
+    return AppearanceModel.from_parts(tensors, parts)

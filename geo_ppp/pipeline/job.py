@@ -24,6 +24,7 @@ from geo_ppp.errors import ConfigError
 from geo_ppp.geo.legend import Legend
 from geo_ppp.io.imagery import ImageSpec
 from geo_ppp.io.weak_labels import WeakSpec
+from geo_ppp.landcover.appearance import APPEARANCE_VERSION, AppearanceConfig
 from geo_ppp.landcover.infer import InferConfig
 from geo_ppp.landcover.segmenter import SEGMENTER_VERSION
 from geo_ppp.outputs import OutputError, check_distinct
@@ -124,6 +125,10 @@ class RegionJob:
         distill_tiles: tiles a region-trained segmenter learns from (None: the default sample).
         segmenter: a saved segmenter's folder (``method="segmenter"``).
         segmenter_digest: the SHA-1 of its weights (a retrained segmenter is another run).
+        calibrate: fit the region appearance model before the tiles (plug-and-play and distill's
+            teacher use it; :mod:`geo_ppp.pipeline.calibrate`).
+        appearance: the fitted model's file, set by the calibration stage (None: no model, either
+            before the stage or because the region could not be calibrated).
     """
 
     image: ImageSpec
@@ -143,6 +148,8 @@ class RegionJob:
     distill_tiles: int | None = None
     segmenter: str | None = None
     segmenter_digest: str | None = None
+    calibrate: bool = False
+    appearance: str | None = None
 
     def batches(self) -> list[list[Tile]]:
         """The fixed batches: row-major tiles in groups of ``batch_size``."""
@@ -165,12 +172,18 @@ class RegionJob:
             "aoi": self.aoi_wkt,
             # (plug-and-play work dirs made before --method existed stay resumable)
             **({"method": self.method, **self.method_settings()} if self.method != "pnp" else {}),
+            # (work dirs made before the calibration existed, or without it, stay resumable)
+            **({"calibrate": self.calibration_settings()} if self.calibrate else {}),
         }
 
     def digest(self) -> str:
         """A short SHA-1 of :meth:`fingerprint` (task keys, and what a trained segmenter belongs to)."""
         text = json.dumps(self.fingerprint(), sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def calibration_settings(self) -> dict[str, Any]:
+        """The region calibration's settings (its seed is the run's)."""
+        return {"version": APPEARANCE_VERSION, **AppearanceConfig(seed=self.seed).to_dict()}
 
     def method_settings(self) -> dict[str, Any]:
         """The settings of a region-level method (empty for plug-and-play)."""
@@ -227,6 +240,7 @@ class RunSettings:
     train_steps: int = 1000
     distill_tiles: int | None = None
     segmenter: str | None = None
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         for name in ("prior", "cooccurrence", "aoi", "segmenter"):
@@ -336,6 +350,24 @@ def output_paths(
     return paths
 
 
+#: the calibration stage's record in the work dir (what it fitted, or why it could not)
+CALIBRATION_RECORD = "appearance.json"
+#: the fitted region appearance model in the work dir
+CALIBRATION_MODEL = "appearance.safetensors"
+
+
+def calibration_record(job: RegionJob) -> dict[str, Any] | None:
+    """What the calibration stage recorded for ``job`` (None when the run does not calibrate)."""
+    if not job.calibrate:
+        return None
+    try:
+        record = json.loads((Path(job.workdir) / CALIBRATION_RECORD).read_text())
+    except (OSError, ValueError):
+        return {"status": "not run"}
+    record.pop("digest", None)
+    return record
+
+
 def resolved_config(job: RegionJob, paths: dict[str, Path], command: str) -> dict[str, Any]:
     """The configuration saved beside the map."""
     return {
@@ -354,5 +386,6 @@ def resolved_config(job: RegionJob, paths: dict[str, Path], command: str) -> dic
         "aoi_wkt": job.aoi_wkt,
         "method": job.method,
         **job.method_settings(),
+        "calibration": calibration_record(job),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }

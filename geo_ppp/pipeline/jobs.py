@@ -10,6 +10,7 @@ a region is mosaicked as soon as its own tiles are done.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from geo_ppp.errors import ConfigError, InputError
+from geo_ppp.pipeline.calibrate import calibrate_stage
 from geo_ppp.pipeline.job import (
     Progress,
     RegionResult,
@@ -167,6 +169,9 @@ def _run_prepared(
         for i, prep in enumerate(preps):
             started = time.perf_counter()
             timings: dict[str, float] = {}
+            job = calibrate_stage(prep.job, progress=observer.stage)
+            prep = preps[i] = dataclasses.replace(prep, job=job)
+            timings["calibrate"] = time.perf_counter() - started
 
             def teacher(
                 j: Any, batches: list[list[Any]], timings: dict[str, float] = timings
@@ -189,6 +194,11 @@ def _run_prepared(
     # region-level methods first: teacher tiles as tasks, one training task each, then their tiles
     # are mapped with the rest
     method_timings: list[dict[str, float]] = [{} for _ in preps]
+    for i, prep in enumerate(preps):  # each region's calibration: one task before its tiles
+        t0 = time.perf_counter()
+        job = calibrate_stage(prep.job, run_task=runner.run_task, progress=observer.stage)
+        preps[i] = dataclasses.replace(prep, job=job)
+        method_timings[i]["calibrate"] = time.perf_counter() - t0
     inferrers = [
         method_inferrer(
             prep.job,
@@ -229,7 +239,11 @@ def _run_prepared(
 
 def _summary(region: RegionSpec, result: RegionResult) -> str:
     s = result.stats
-    return (
+    line = (
         f"region {region.name}: wrote {result.out} ({s['ran']} tiles ran, {s['skipped']} skipped, "
         f"{s['resumed']} resumed)"
     )
+    calibration = result.config.get("calibration")
+    if calibration and calibration.get("status") != "fitted":
+        line += f"; calibration skipped ({calibration.get('reason', '')}): per-window model only"
+    return line

@@ -62,6 +62,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "method": str,
     "distill_tiles": int,
     "segmenter": str,
+    "calibrate": bool,
     "overwrite": bool,
     "resume": bool,
 }

@@ -232,6 +232,8 @@ def plan(
         distill_tiles=s.distill_tiles if method in ("qr", "distill") else None,
         segmenter=segmenter,
         segmenter_digest=digest,
+        # the calibration feeds plug-and-play (and distill's teacher); a segmenter never sees it
+        calibrate=s.calibrate and method in ("pnp", "distill"),
     )
 
 

@@ -50,7 +50,7 @@ from geo_ppp.landcover.segmenter import (
     train_segmenter,
 )
 from geo_ppp.landcover.weak import weak_distribution
-from geo_ppp.pipeline.job import RegionJob
+from geo_ppp.pipeline.job import CALIBRATION_MODEL, CALIBRATION_RECORD, RegionJob
 from geo_ppp.pipeline.store import TileStore
 from geo_ppp.pipeline.tiling import Tile
 from geo_ppp.pipeline.worker import aoi_tile_mask, cached_cooccurrence
@@ -65,6 +65,7 @@ __all__ = [
     "is_segmenter_folder",
     "file_digest",
     "method_inferrer",
+    "sample_tiles",
     "teacher_job",
     "train_region_segmenter",
     "training_tiles",
@@ -91,9 +92,11 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def clear_method_state(workdir: str | os.PathLike[str]) -> None:
-    """Remove a work dir's teacher tiles, training cache and segmenter (``--no-resume``)."""
+    """Remove a work dir's teacher tiles, training cache, segmenter and calibration (``--no-resume``)."""
     for name in ("teacher", "segmenter", "segmenter.train"):
         shutil.rmtree(Path(workdir) / name, ignore_errors=True)
+    for name in (CALIBRATION_RECORD, CALIBRATION_MODEL):
+        (Path(workdir) / name).unlink(missing_ok=True)
 
 
 def _belongs(folder: Path, digest: str, record: Path) -> bool:
@@ -115,6 +118,15 @@ def training_tiles(job: RegionJob) -> list[Tile]:
     Tiles that touch an image file come first (a scattered region's empty tiles are not sampled);
     ``job.distill_tiles`` of them (default :data:`TRAIN_TILES`, at most all).
     """
+    return sample_tiles(job, job.distill_tiles or TRAIN_TILES)
+
+
+def sample_tiles(job: RegionJob, count: int) -> list[Tile]:
+    """A seeded sample of ``count`` of the region's tiles (at most all), in row-major order.
+
+    Tiles that touch an image file are sampled (a scattered region's empty tiles are not), all tiles
+    when none does.
+    """
     tiles = job.tiles.tiles
     boxes = job.image.footprint_boxes()
     size = job.tiles.size
@@ -123,7 +135,7 @@ def training_tiles(job: RegionJob) -> list[Tile]:
         return any(t.y < y1 and t.y + size > y0 and t.x < x1 and t.x + size > x0 for y0, x0, y1, x1 in boxes)
 
     candidates = [t for t in tiles if touches(t)] or list(tiles)
-    n = min(job.distill_tiles or TRAIN_TILES, len(candidates))
+    n = min(count, len(candidates))
     pick = np.random.default_rng(job.seed).permutation(len(candidates))[:n]
     return sorted(candidates[int(i)] for i in pick)
 

@@ -20,6 +20,7 @@ This module is the only one that imports both ``distributed`` and ``publish``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -35,6 +36,7 @@ from geo_ppp.geo.legend import Legend
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.landcover.infer import InferConfig
 from geo_ppp.outputs import OutputError
+from geo_ppp.pipeline.calibrate import calibrate_stage
 from geo_ppp.pipeline.job import (
     PRODUCT_LABELS,
     Progress,
@@ -90,6 +92,7 @@ def segment(
     distill_tiles: int | None = None,
     segmenter: str | os.PathLike[str] | None = None,
     save_segmenter: str | os.PathLike[str] | None = None,
+    calibrate: bool = True,
     progress: RunObserver | Progress | None = None,
     scheduler: str | None = None,
     runner: Callable[..., dict[str, str]] | None = None,
@@ -129,6 +132,10 @@ def segment(
         distill_tiles: tiles a ``qr``/``distill`` segmenter learns from (default: 64, or all if fewer).
         segmenter: a segmenter saved by ``save_segmenter``: it maps the region, nothing is trained.
         save_segmenter: keep the trained segmenter in this folder (safetensors + JSON config).
+        calibrate: fit the region appearance model first (:mod:`geo_ppp.pipeline.calibrate`):
+            what each class looks like on this region and how far to trust its weak labels; plug-and-play
+            (and distill's teacher) then follow the imagery where it plainly disagrees with a 30 m block.
+            ``False`` maps with the per-window model alone.
         progress: a :class:`~geo_ppp.pipeline.job.RunObserver` (the region planned, with its tile
             count, before any tile runs; every tile; the outputs), or a callable called after every tile.
         scheduler: run the tiles on Dask: ``local``, ``local:N`` or a scheduler address (default: in
@@ -162,6 +169,7 @@ def segment(
         train_steps=train_steps,
         distill_tiles=distill_tiles,
         segmenter=segmenter,
+        calibrate=calibrate,
     )
     products = output_paths(out, probabilities, vector, quicklook)
     work = Path(workdir) if workdir is not None else default_workdir(products["map"])
@@ -195,10 +203,15 @@ def segment(
                 command=command,
                 before_workdir=connect if runner is None and scheduler is not None else None,
             )
-            job = prep.job
-            observer.planned(job)
+            observer.planned(prep.job)
             timings: dict[str, float] = {}
             active = dask_runner if dask_runner is not None else runner
+            t0 = time.perf_counter()
+            # the region's appearance model, fitted before any tile (one task on Dask)
+            task = getattr(active, "run_task", None)
+            job = calibrate_stage(prep.job, run_task=task, progress=observer.stage)
+            prep = dataclasses.replace(prep, job=job)
+            timings["calibrate"] = time.perf_counter() - t0
 
             def run_tiles(j: RegionJob, batches: list[list[Tile]], tile_infer: Any = infer) -> dict[str, str]:
                 on_tile = observer.tile if j is job else stage_tiles(observer)

@@ -22,6 +22,7 @@ from geo_ppp.geo.grid import window_grid
 from geo_ppp.io.imagery import ImageReader, ImageSpec
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.io.weak_labels import WeakReader, WeakSpec
+from geo_ppp.landcover.appearance import AppearanceModel, load_appearance
 from geo_ppp.landcover.infer import infer_windows
 from geo_ppp.landcover.weak import Cooccurrence, load_cooccurrence
 from geo_ppp.pipeline.job import Progress, RegionJob
@@ -31,6 +32,7 @@ from geo_ppp.pipeline.tiling import Tile, tile_seed
 __all__ = [
     "TileInferrer",
     "aoi_tile_mask",
+    "cached_appearance",
     "cached_cooccurrence",
     "cached_prior",
     "cells_per_pixel",
@@ -53,6 +55,17 @@ def cached_cooccurrence(name: str) -> Cooccurrence:
     return load_cooccurrence(name)
 
 
+@functools.lru_cache(maxsize=4)
+def _appearance(path: str, stamp: tuple[int, int]) -> AppearanceModel:
+    return load_appearance(path)
+
+
+def cached_appearance(path: str) -> AppearanceModel:
+    """The region appearance model at ``path``, loaded once per process (and again when refitted)."""
+    st = os.stat(path)
+    return _appearance(path, (st.st_mtime_ns, st.st_size))
+
+
 class TileInferrer:
     """Turns a batch of tiles into class probabilities with the land-cover method.
 
@@ -63,6 +76,7 @@ class TileInferrer:
         self.job = job
         self.prior = cached_prior(job.prior, job.device)
         self.cooc = cached_cooccurrence(job.cooccurrence)
+        self.appearance = cached_appearance(job.appearance) if job.appearance else None
 
     def __call__(
         self,
@@ -89,6 +103,7 @@ class TileInferrer:
             factor=cells_per_pixel(self.prior, job.image.work_resolution_m),
             device=dev,
             timings=timings,
+            appearance=self.appearance,
         )
         probs = result.probabilities.float().cpu().numpy()
         timings["infer_total"] = timings.get("infer_total", 0.0) + time.perf_counter() - t0
