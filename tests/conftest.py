@@ -213,12 +213,16 @@ def pixelwise(image, valid, weak, seeds, timings) -> np.ndarray:
     return np.stack([s / total for s in scores], 1).astype(np.float32)
 
 
-def one_window_reference(image, weak_labels, prior, *, steps: int, seed: int, legend: str = "chesapeake"):
+def one_window_reference(image, weak_labels, prior, *, steps: int, seed: int, legend: str = "chesapeake",
+                         calibrate_seed: int | None = None):
     """The land-cover method on one window, straight from the arrays: the pipeline's oracle.
 
     Reads the image and the weak labels (reprojected onto the image grid) with ``geo_ppp.io`` and
     runs :func:`~geo_ppp.landcover.infer.infer_windows` once, with no tiling, no work dir and no
-    mosaicking. Returns (codes (H, W) uint8 with 0 where the image has no data, probabilities (K, H, W)).
+    mosaicking. With ``calibrate_seed`` (the run's seed) it first fits the region appearance model on
+    the window itself, as the calibration stage does for a one-tile region (pixels drawn with the
+    tile's sampling seed, one thread). Returns (codes (H, W) uint8 with 0 where the image has no data,
+    probabilities (K, H, W)).
     """
 
     from geo_ppp.core import load_prior
@@ -233,6 +237,22 @@ def one_window_reference(image, weak_labels, prior, *, steps: int, seed: int, le
     weak, weak_nodata = read_labels_on_grid(weak_labels, grid)
     res = pixel_size(grid)
     factor = max(1, round(float(prior_obj.meta.get("resolution_m", 4.0)) / res))
+    appearance = None
+    if calibrate_seed is not None:
+        from geo_ppp.landcover.appearance import AppearanceConfig, fit_appearance, sample_pixels
+        from geo_ppp.pipeline.calibrate import tile_sample_seed
+
+        cfg = AppearanceConfig(seed=calibrate_seed)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            gen = torch.Generator().manual_seed(tile_sample_seed(calibrate_seed, 0, 0))
+            feats, codes = sample_pixels(torch.from_numpy(data)[None], torch.from_numpy(weak.astype(np.int64))[None],
+                                         torch.from_numpy(valid)[None, None], cfg.samples, gen, cfg.texture_radius,
+                                         cfg.smooth_radius, weak_nodata)
+            appearance = fit_appearance(feats, codes, load_cooccurrence(lg.name), cfg)
+        finally:
+            torch.set_num_threads(threads)
     result = infer_windows(
         torch.from_numpy(data)[None],
         torch.from_numpy(weak)[None],
@@ -244,6 +264,7 @@ def one_window_reference(image, weak_labels, prior, *, steps: int, seed: int, le
         resolution_m=res,
         weak_nodata=weak_nodata,
         factor=factor,
+        appearance=appearance,
     )
     probs = result.probabilities[0].float().numpy()
     index = probs.argmax(0)

@@ -219,7 +219,9 @@ def test_one_tile_equals_the_single_window_method(tiny_lc_prior, tmp_path: Path)
     res = segment(NAIP, NLCD, out=tmp_path / "map.tif", prior=tiny_lc_prior, steps=2, seed=11,
                   probabilities=tmp_path / "p.tif")
     assert res.stats["tiles"] == res.stats["ran"] == 1
-    ref_codes, ref_probs = one_window_reference(NAIP, NLCD, tiny_lc_prior, steps=2, seed=tile_seed(11, 0, 0))
+    ref_codes, ref_probs = one_window_reference(NAIP, NLCD, tiny_lc_prior, steps=2, seed=tile_seed(11, 0, 0),
+                                                calibrate_seed=11)
+    assert res.config["calibration"]["status"] == "fitted"  # a mixed patch: the oracle covers the calibration
     codes = _read(tmp_path / "map.tif")
     top2 = np.sort(ref_probs, 0)
     near_tie = top2[-1] - top2[-2] < 2e-3
@@ -289,7 +291,10 @@ def test_resume_in_the_default_work_dir(region, tiny_lc_prior, baseline, tmp_pat
         segment(image, weak, out=out, infer=Counting(fail_after=2), **kw)
     # only the work dir (OUT.work) is left, and no temporary file in it
     assert [p.name for p in tmp_path.iterdir()] == ["map.tif.work"]
-    assert sorted(p.name for p in (tmp_path / "map.tif.work").iterdir()) == ["manifest.json", "tiles"]
+    names = {p.name for p in (tmp_path / "map.tif.work").iterdir()}
+    # the tiles, and the calibration stage's record (and model, when the region could be calibrated)
+    assert {"manifest.json", "tiles", "appearance.json"} <= names <= {
+        "manifest.json", "tiles", "appearance.json", "appearance.safetensors"}
     assert all(p.suffix == ".npy" and not p.name.startswith(".") for p in (tmp_path / "map.tif.work/tiles").iterdir())
     fn = Counting()
     res = segment(image, weak, out=out, infer=fn, **kw)

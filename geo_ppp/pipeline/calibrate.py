@@ -30,21 +30,25 @@ import torch
 
 from geo_ppp.core.atomic import write_json
 from geo_ppp.core.weights import write_safetensors
-from geo_ppp.geo.grid import window_grid
 from geo_ppp.io.imagery import ImageReader
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.io.weak_labels import WeakReader
 from geo_ppp.landcover.appearance import AppearanceConfig, CalibrationSkipped, fit_appearance, sample_pixels
 from geo_ppp.pipeline.job import CALIBRATION_MODEL, CALIBRATION_RECORD, RegionJob
 from geo_ppp.pipeline.region import sample_tiles
-from geo_ppp.pipeline.worker import aoi_tile_mask, cached_cooccurrence
+from geo_ppp.pipeline.worker import cached_cooccurrence, read_tile
 
-__all__ = ["CALIBRATION_TILES", "calibrate_stage", "fit_region_appearance"]
+__all__ = ["CALIBRATION_TILES", "calibrate_stage", "fit_region_appearance", "tile_sample_seed"]
 
 log = logging.getLogger(__name__)
 
 #: tiles the calibration samples its pixels from (all of a smaller region)
 CALIBRATION_TILES = 32
+
+
+def tile_sample_seed(seed: int, y: int, x: int) -> int:
+    """The seed of the pixels the calibration draws from the tile at (y, x) of a run seeded ``seed``."""
+    return (seed * 1_000_003 + y * 7919 + x) % (2**63)
 
 
 def _read_record(job: RegionJob) -> dict[str, Any] | None:
@@ -72,7 +76,6 @@ def fit_region_appearance(job: RegionJob) -> dict[str, Any]:
     config = AppearanceConfig(seed=job.seed)
     tiles = sample_tiles(job, CALIBRATION_TILES)
     per_tile = -(-config.samples // max(len(tiles), 1))
-    size = job.tiles.size
     feats, codes = [], []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same sums in the same order wherever the stage runs
@@ -81,14 +84,10 @@ def fit_region_appearance(job: RegionJob) -> dict[str, Any]:
             image_reader, weak_reader = ImageReader(job.image), WeakReader(job.weak)
             try:
                 for tile in tiles:
-                    data, valid = image_reader.read(tile.y, tile.x, size, size)
-                    mask = aoi_tile_mask(job, tile)
-                    if mask is not None:
-                        valid &= mask
-                    if not valid.any():
+                    data, valid, weak = read_tile(job, tile, image_reader, weak_reader)
+                    if weak is None:
                         continue
-                    weak = weak_reader.read(window_grid(job.image.work, tile.y, tile.x, size, size))
-                    gen = torch.Generator().manual_seed(job.seed * 1_000_003 + tile.y * 7919 + tile.x)
+                    gen = torch.Generator().manual_seed(tile_sample_seed(job.seed, tile.y, tile.x))
                     f, c = sample_pixels(
                         torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None],
                         torch.from_numpy(np.asarray(weak, dtype=np.int64))[None],

@@ -36,6 +36,7 @@ __all__ = [
     "cached_cooccurrence",
     "cached_prior",
     "cells_per_pixel",
+    "read_tile",
     "run_batch",
     "run_serial",
 ]
@@ -113,6 +114,20 @@ class TileInferrer:
 def cells_per_pixel(prior: Prior, work_resolution_m: float) -> int:
     """Working-grid pixels per prior cell (4 for a 4 m prior on 1 m imagery)."""
     return max(1, round(float(prior.meta.get("resolution_m", 4.0)) / work_resolution_m))
+
+
+def read_tile(
+    job: RegionJob, tile: Tile, image_reader: ImageReader, weak_reader: WeakReader
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A tile's imagery (C, T, T), validity (AOI applied) and weak codes; codes None if nothing is valid."""
+    size = job.tiles.size
+    data, valid = image_reader.read(tile.y, tile.x, size, size)
+    mask = aoi_tile_mask(job, tile)
+    if mask is not None:
+        valid &= mask
+    if not valid.any():
+        return data, valid, None
+    return data, valid, weak_reader.read(window_grid(job.image.work, tile.y, tile.x, size, size))
 
 
 def aoi_tile_mask(job: RegionJob, tile: Tile) -> np.ndarray | None:
@@ -200,21 +215,16 @@ def _run_batch(
     if not todo:
         return {t.key: "resumed" for t in batch}
     image_reader, weak_reader = readers if readers is not None else _process_readers(job)
-    size = job.tiles.size
     t0 = time.perf_counter()
     images, valids, weaks, tiles = [], [], [], []
     report: dict[str, str] = {}
     for tile in batch:
-        data, valid = image_reader.read(tile.y, tile.x, size, size)
-        mask = aoi_tile_mask(job, tile)
-        if mask is not None:
-            valid &= mask
-        if not valid.any():
+        data, valid, weak = read_tile(job, tile, image_reader, weak_reader)
+        if weak is None:
             if status[tile.key] is None:
                 store.mark_skipped(tile)
             report[tile.key] = "skipped" if status[tile.key] is None else "resumed"
             continue
-        weak = weak_reader.read(window_grid(job.image.work, tile.y, tile.x, size, size))
         images.append(data)
         valids.append(valid)
         weaks.append(weak)
