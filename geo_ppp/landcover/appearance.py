@@ -227,16 +227,18 @@ class AppearanceModel:
     # ------------------------------------------------------------------ evidence
     def _component_logpdf(self, f: torch.Tensor) -> torch.Tensor:
         """(N, D) features -> (N, K, G) log densities (plus log mixture weights)."""
-        means = torch.as_tensor(self.means, dtype=torch.float64, device=f.device)
-        cov = torch.as_tensor(self.covariances, dtype=torch.float64, device=f.device)
-        logw = torch.as_tensor(self.weights, dtype=torch.float64, device=f.device).clamp_min(1e-12).log()
-        return _gauss_logpdf(f.double(), means, cov) + logw
+        dtype = f.dtype
+        means = torch.as_tensor(self.means, device=f.device).to(dtype)
+        cov = torch.as_tensor(self.covariances, device=f.device).to(dtype)
+        logw = torch.as_tensor(self.weights, device=f.device).to(dtype).clamp_min(1e-12).log()
+        return _gauss_logpdf(f, means, cov) + logw
 
-    def log_ratio(self, image: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:
+    def log_ratio(self, image: torch.Tensor, chunk: int = 1 << 15) -> torch.Tensor:
         """Per-pixel evidence ``evidence_weight * (log p(f | c) - log p(f))``: (B, K, H, W), float32.
 
         ``p(f)`` is the mixture over modelled classes with the region's class shares; classes
-        that are not modelled get 0 (no evidence either way).
+        that are not modelled get 0 (no evidence either way). Pixels are evaluated ``chunk`` at a
+        time in float32, so the temporaries stay at a few tens of MB whatever the batch.
         """
         feats = appearance_features(image, self.texture_radius, self.smooth_radius)
         b, d, h, w = feats.shape
@@ -248,7 +250,7 @@ class AppearanceModel:
         f = feats.permute(0, 2, 3, 1).reshape(-1, d)
         k = self.trust.shape[0]
         modelled = torch.as_tensor(self.modelled, device=f.device)
-        prior = torch.as_tensor(self.class_prior, dtype=torch.float64, device=f.device)
+        prior = torch.as_tensor(self.class_prior, dtype=torch.float32, device=f.device)
         out = torch.zeros(f.shape[0], k, dtype=torch.float32, device=f.device)
         for start in range(0, f.shape[0], chunk):
             part = f[start : start + chunk]
@@ -501,7 +503,7 @@ def _calibrate_weight(
     the score is the mean ``log sum_c q(c | f) P(j | c)`` over held-out pixels. Too small a weight
     ignores the image; too large an over-confident model pays for every pixel it gets wrong.
     """
-    cls = torch.logsumexp(model._component_logpdf(features.double()), 2)  # (N, K)
+    cls = torch.logsumexp(model._component_logpdf(features.double()), 2)  # (N, K), in float64 here
     modelled = torch.as_tensor(model.modelled)
     prior = torch.as_tensor(model.class_prior, dtype=torch.float64).clamp_min(1e-12)
     marg = torch.logsumexp(cls[:, modelled] + prior[modelled].log(), 1, keepdim=True)
