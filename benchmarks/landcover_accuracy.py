@@ -35,7 +35,8 @@ import torch
 from geo_ppp.core.weights import load_prior
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid
-from geo_ppp.landcover.appearance import AppearanceConfig, fit_appearance, sample_pixels
+from geo_ppp.landcover.appearance import AppearanceConfig, sample_pixels
+from geo_ppp.landcover.appearance_fit import fit_appearance
 from geo_ppp.landcover.baselines import kmeans_baseline, weak_argmax
 from geo_ppp.landcover.infer import InferConfig, default_infer_config, infer_windows
 from geo_ppp.landcover.metrics import Scores, confusion

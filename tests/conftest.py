@@ -239,7 +239,8 @@ def one_window_reference(image, weak_labels, prior, *, steps: int, seed: int, le
     factor = max(1, round(float(prior_obj.meta.get("resolution_m", 4.0)) / res))
     appearance = None
     if calibrate_seed is not None:
-        from geo_ppp.landcover.appearance import AppearanceConfig, fit_appearance, sample_pixels
+        from geo_ppp.landcover.appearance import AppearanceConfig, sample_pixels
+        from geo_ppp.landcover.appearance_fit import fit_appearance
         from geo_ppp.pipeline.calibrate import tile_sample_seed
 
         cfg = AppearanceConfig(seed=calibrate_seed)

@@ -15,9 +15,9 @@ from geo_ppp.landcover.appearance import (
     AppearanceConfig,
     AppearanceModel,
     CalibrationSkipped,
-    fit_appearance,
     sample_pixels,
 )
+from geo_ppp.landcover.appearance_fit import fit_appearance
 from geo_ppp.landcover.infer import local_class_posterior
 from geo_ppp.landcover.weak import load_cooccurrence
 

@@ -65,8 +65,8 @@ __all__ = [
     "AppearanceModel",
     "CalibrationSkipped",
     "appearance_features",
-    "fit_appearance",
     "load_appearance",
+    "local_class_posterior",
     "sample_pixels",
 ]
 
@@ -344,184 +344,6 @@ def _gauss_logpdf(f: torch.Tensor, means: torch.Tensor, cov: torch.Tensor) -> to
     return -0.5 * (maha + logdet[None] + d * math.log(2 * math.pi))
 
 
-def fit_appearance(
-    features: torch.Tensor,
-    codes: torch.Tensor,
-    cooccurrence: Cooccurrence,
-    config: AppearanceConfig | None = None,
-) -> AppearanceModel:
-    """Fit the region calibration by EM on sampled pixels.
-
-    Args:
-        features: (N, D) appearance features of the sampled pixels (:func:`sample_pixels`).
-        codes: (N,) their weak-label codes (all known to ``cooccurrence``).
-        cooccurrence: the shipped matrix: the prior of the trust columns and the start of EM.
-        config: settings.
-
-    Raises:
-        CalibrationSkipped: too few pixels, or no class with anchor pixels beyond one (a region
-            with a single modelled class has nothing to separate).
-        ConfigError: codes the matrix does not know.
-    """
-    config = config or AppearanceConfig()
-    n, d = features.shape
-    if n < config.min_pixels:
-        raise CalibrationSkipped(
-            f"the region has {n} usable pixels, fewer than the {config.min_pixels} a calibration needs"
-        )
-    f = features.double()
-    source = list(cooccurrence.source_codes)
-    lookup = {code: i for i, code in enumerate(source)}
-    present_codes, counts = torch.unique(codes, return_counts=True)
-    unknown = [int(c) for c in present_codes.tolist() if int(c) not in lookup]
-    if unknown:
-        raise ConfigError(
-            f"weak-label codes {unknown} are not in the co-occurrence matrix (it knows {source}); pass "
-            "--cooccurrence with a matrix that covers them"
-        )
-    table = torch.full((int(codes.max()) + 1,), -1, dtype=torch.long)
-    table[torch.as_tensor([c for c in source if c <= int(codes.max())], dtype=torch.long)] = torch.as_tensor(
-        [lookup[c] for c in source if c <= int(codes.max())], dtype=torch.long
-    )
-    col = table[codes.long()]
-    # a seeded split: the held-out pixels calibrate the evidence weight, the rest fit the model
-    hold_f = hold_col = None
-    if config.evidence_weight is None:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed))
-        n_hold = int(n * config.holdout)
-        hold_f, hold_col = f[order[:n_hold]], col[order[:n_hold]]
-        f, col = f[order[n_hold:]], col[order[n_hold:]]
-        n = f.shape[0]
-    shipped = torch.as_tensor(cooccurrence.matrix, dtype=torch.float64)  # (K, S)
-    k, s = shipped.shape
-    # anchors: pixels whose weak code's most likely class is c
-    favourite = shipped.argmax(0)  # (S,)
-    anchors = torch.bincount(favourite[col], minlength=k)
-    modelled = anchors >= config.min_anchor_pixels
-    if int(modelled.sum()) < 2:
-        raise CalibrationSkipped(
-            "the region is too uniform to calibrate: fewer than two classes have "
-            f"{config.min_anchor_pixels} sampled pixels of a weak class that favours them "
-            f"(anchor pixels per class: {anchors.tolist()})"
-        )
-    g = config.components
-    # EM runs over the modelled classes only (the others have no pixels to learn from)
-    idx = torch.nonzero(modelled).flatten()
-    km = int(idx.numel())
-    ship_m = shipped[idx]  # (Km, S)
-    # ---- initial responsibilities: the shipped prior, split into components by brightness bins
-    trust_m = ship_m.clone()
-    prior_n = trust_m[:, col].T  # (N, Km)
-    prior_n = prior_n / prior_n.sum(1, keepdim=True).clamp_min(1e-12)
-    bright = f[:, :3].mean(1)
-    qs = torch.quantile(bright, torch.linspace(0, 1, g + 2, dtype=torch.float64)[1:-1])
-    spread = bright.std().clamp_min(1e-3)
-    bins = torch.softmax(-2.0 * ((bright[:, None] - qs[None]) / spread).pow(2) * g * g, 1)  # (N, G)
-    resp = prior_n[:, :, None] * bins[:, None, :]  # (N, Km, G)
-    eye = torch.eye(d, dtype=torch.float64)
-    floor = 1e-4 * eye
-    global_cov = torch.cov(f.T) + floor
-    loglik_trace: list[float] = []
-    code_mass = torch.zeros(s, dtype=torch.float64).index_add_(0, col, torch.ones(n, dtype=torch.float64))
-    present = code_mass > 0
-    for it in range(config.iterations + 1):
-        # ---- M step: mixtures per class
-        mass = resp.sum(0)  # (Km, G)
-        weights_m = (mass + 1e-3) / (mass.sum(1, keepdim=True) + 1e-3 * g)
-        flat = resp.reshape(n, km * g).T  # (Km*G, N)
-        means_m = (flat @ f / mass.reshape(-1, 1).clamp_min(1e-9)).view(km, g, d)
-        second = torch.bmm((flat[:, :, None] * f[None]).transpose(1, 2), f.expand(km * g, n, d))
-        covs_m = second.view(km, g, d, d) / mass[..., None, None].clamp_min(1e-9)
-        covs_m = covs_m - means_m[..., :, None] * means_m[..., None, :]
-        # shrink towards the global covariance where a component has few pixels
-        shrink = (50.0 / (mass + 50.0))[..., None, None]
-        covs_m = (1 - shrink) * covs_m + shrink * global_cov + floor
-        if it == config.iterations:
-            break  # the last M step: the parameters match the last responsibilities
-        # ---- M step: the trust columns (MAP under a Dirichlet centred on the shipped column)
-        if it > 0:
-            col_mass = torch.zeros(s, km, dtype=torch.float64).index_add_(0, col, resp.sum(2))  # (S, Km)
-            pseudo = config.trust_pseudocount * shipped.T  # (S, K): the pseudo-pixels of every class
-            total = code_mass[:, None] + config.trust_pseudocount
-            est = (col_mass + pseudo[:, idx]) / total.clamp_min(1e-12)
-            trust_m = torch.where(present[None], est.T, ship_m)
-        # ---- E step (float32: the pixels are many, the parameters few)
-        logpdf = _gauss_logpdf(f.float(), means_m.float(), covs_m.float()).double()
-        log_prior = trust_m[:, col].T.clamp_min(1e-12).log()[:, :, None]  # (N, Km, 1)
-        joint = logpdf + weights_m.clamp_min(1e-12).log()[None] + log_prior
-        norm = torch.logsumexp(joint.flatten(1), 1)
-        resp = torch.exp(joint - norm[:, None, None])
-        loglik_trace.append(float(norm.mean()))
-    # back to all K classes: those not modelled get a neutral placeholder (never used: ratio 0)
-    weights = torch.full((k, g), 1.0 / g, dtype=torch.float64)
-    means = torch.zeros(k, g, d, dtype=torch.float64)
-    covs = eye.expand(k, g, d, d).clone()
-    weights[idx], means[idx], covs[idx] = weights_m, means_m, covs_m
-    class_prior = torch.zeros(k, dtype=torch.float64)
-    class_prior[idx] = resp.sum((0, 2)) / n  # the region's class shares under the model
-    # classes not modelled keep the shipped columns' share of them (renormalised with the rest)
-    trust = shipped.clone()
-    trust[idx] = trust_m
-    trust_np = trust.numpy().copy()
-    trust_np = trust_np / trust_np.sum(0, keepdims=True)
-    code_pixels = {str(source[j]): int(code_mass[j]) for j in range(s) if code_mass[j] > 0}
-    stats = {
-        "pixels": int(n),
-        "iterations": config.iterations,
-        "code_pixels": code_pixels,
-        "anchor_pixels": [int(a) for a in anchors],
-        "mean_loglik": round(loglik_trace[-1], 4),
-    }
-    model = AppearanceModel(
-        source_codes=tuple(source),
-        trust=trust_np,
-        shipped=shipped.numpy(),
-        modelled=modelled.numpy(),
-        weights=weights.numpy(),
-        means=means.numpy(),
-        covariances=covs.numpy(),
-        texture_radius=config.texture_radius,
-        smooth_radius=config.smooth_radius,
-        evidence_weight=1.0 if config.evidence_weight is None else config.evidence_weight,
-        class_prior=class_prior.numpy(),
-        stats=stats,
-    )
-    if hold_f is not None and hold_col is not None:
-        model.evidence_weight, scores = _calibrate_weight(model, hold_f, hold_col)
-        stats["evidence_weight_scores"] = scores
-    stats["evidence_weight"] = model.evidence_weight
-    return model
-
-
-def _calibrate_weight(
-    model: AppearanceModel, features: torch.Tensor, col: torch.Tensor
-) -> tuple[float, dict[str, float]]:
-    """The evidence weight under which the image best predicts held-out pixels' weak labels.
-
-    For a weight ``b`` the image-only posterior is ``q(c | f) ~ P(c) exp(b * ratio_c(f))``; the weak
-    label is a noisy view of the class through the region's trust, ``P(j | c) ~ trust[c, j] P(j)``;
-    the score is the mean ``log sum_c q(c | f) P(j | c)`` over held-out pixels. Too small a weight
-    ignores the image; too large an over-confident model pays for every pixel it gets wrong.
-    """
-    cls = torch.logsumexp(model._component_logpdf(features.double()), 2)  # (N, K), in float64 here
-    modelled = torch.as_tensor(model.modelled)
-    prior = torch.as_tensor(model.class_prior, dtype=torch.float64).clamp_min(1e-12)
-    marg = torch.logsumexp(cls[:, modelled] + prior[modelled].log(), 1, keepdim=True)
-    ratio = torch.where(modelled[None], cls - marg, torch.zeros_like(cls))
-    trust = torch.as_tensor(model.trust, dtype=torch.float64)  # (K, S)
-    p_code = torch.bincount(col, minlength=trust.shape[1]).double()
-    joint = trust * (p_code / p_code.sum())[None]
-    p_class = joint.sum(1)
-    code_given_class = joint / p_class[:, None].clamp_min(1e-12)  # (K, S)
-    scores = {}
-    for weight in EVIDENCE_WEIGHTS:
-        q = torch.softmax(p_class.clamp_min(1e-12).log()[None] + weight * ratio, 1)
-        likelihood = (q @ code_given_class)[torch.arange(len(col)), col]
-        scores[str(weight)] = round(float(likelihood.clamp_min(1e-12).log().mean()), 5)
-    best = max(EVIDENCE_WEIGHTS, key=lambda w: scores[str(w)])
-    return float(best), scores
-
-
 def load_appearance(path: str | os.PathLike[str]) -> AppearanceModel:
     """A model written by the calibration stage (safetensors; its settings in the metadata)."""
     tensors, meta = read_safetensors(path)
@@ -530,3 +352,50 @@ def load_appearance(path: str | os.PathLike[str]) -> AppearanceModel:
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"{path} is not a region appearance model ({exc}); delete it to refit") from exc
     return AppearanceModel.from_parts(tensors, parts)
+
+
+def local_class_posterior(
+    weak: torch.Tensor,
+    evidence: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    radius: int = 8,
+    anchor: float = 0.1,
+    iterations: int = 10,
+    sparsity: float = 0.0,
+) -> torch.Tensor:
+    """Per-cell class posterior from image evidence, with class shares estimated locally by EM.
+
+    The region's appearance model says how each cell looks (``evidence``: log-likelihood ratios);
+    how common each class is near the cell is not the 30 m weak label's fixed column but estimated
+    from the evidence around it: ``pi <- (box_mean(r, radius) + anchor * weak) / (1 + anchor)`` and
+    ``r = softmax(log pi + evidence)``, ``iterations`` times. A forest whose few bright crowns look
+    like grass keeps a small share of grass, so they stay forest; a clearing that NLCD calls forest
+    raises the share of grass around it, and its cells become grass. ``anchor`` keeps the weak labels
+    in the estimate (a class they exclude stays rare).
+
+    Args:
+        weak: (B, K, H, W) weak class distribution.
+        evidence: (B, K, H, W) log-likelihood ratios (0 = no evidence).
+        valid: optional (B, 1, H, W) mask: invalid cells keep the weak distribution.
+        radius: box radius of the local shares, in cells.
+        anchor: weight of the weak distribution in the shares.
+        iterations: EM rounds (0: the plain posterior ``weak * exp(evidence)``).
+        sparsity: a local share below it is set to 0 before renormalising (the MAP of a sparse
+            Dirichlet: a neighbourhood holds few classes). The evidence's false positives, a few
+            bright crowns in a forest, hold a small share and vanish; a clearing keeps its share.
+
+    Returns:
+        (B, K, H, W) summing to 1 over K.
+    """
+    w = weak.float().clamp_min(1e-6)
+    pi = w
+    m = torch.ones_like(w[:, :1]) if valid is None else valid.float()
+    for _ in range(iterations):
+        r = torch.softmax(pi.clamp_min(1e-6).log() + evidence, 1) * m + w * (1 - m)
+        share = box_mean(r, radius)
+        if sparsity:
+            share = (share - sparsity).clamp_min(0)
+            share = share / share.sum(1, keepdim=True).clamp_min(1e-6)
+        pi = (share + anchor * w) / (1 + anchor)
+    post = torch.softmax(pi.clamp_min(1e-6).log() + evidence, 1)
+    return post * m + w * (1 - m)

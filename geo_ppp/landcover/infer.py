@@ -37,9 +37,10 @@ from geo_ppp.core.constraints import Sum
 from geo_ppp.core.pnp import PnPConfig, plug_and_play
 from geo_ppp.core.weights import Prior
 from geo_ppp.errors import ConfigError, ShapeError
-from geo_ppp.landcover.appearance import AppearanceModel
+from geo_ppp.landcover.appearance import AppearanceModel, local_class_posterior
 from geo_ppp.landcover.clustering import ClusterConfig, box_mean, image_features, local_gmm
 from geo_ppp.landcover.constraints import LocalKL, LocalMutualInformation, PixelEvidence, Relaxation
+from geo_ppp.landcover.refine import refine_full_resolution
 from geo_ppp.landcover.weak import Cooccurrence, weak_distribution
 
 __all__ = [
@@ -242,104 +243,6 @@ def coarse_inputs(
     pv = F.avg_pool2d(v, factor)
     img = F.avg_pool2d(image * v, factor) / pv.clamp_min(1e-6)
     return img, (pv > 0.5).float()
-
-
-def _texture(image: torch.Tensor, radius: int) -> torch.Tensor:
-    bright = image.float().mean(1, keepdim=True) / 255.0
-    mean = box_mean(bright, radius)
-    return (box_mean(bright.pow(2), radius) - mean.pow(2)).clamp_min(0).sqrt()
-
-
-def refine_full_resolution(
-    image: torch.Tensor,
-    coarse_up: torch.Tensor,
-    weak: torch.Tensor,
-    valid: torch.Tensor,
-    config: InferConfig,
-    evidence: torch.Tensor | None = None,
-    iterations: int | None = None,
-) -> torch.Tensor:
-    """Refine an upsampled coarse posterior with the 1 m image: per-window class-conditional EM.
-
-    Each class gets a full-covariance Gaussian over the pixel features of the window, weighted by
-    the current posterior; the new posterior is ``coarse^a * weak^b * N(feature | class)``, times
-    ``exp(c * evidence)`` when the region appearance model's log-likelihood ratios (B, K, H, W) are
-    given (``c``: ``refine_appearance_power``), so that confident evidence of the region model can
-    overrule a 30 m block. ``iterations`` overrides ``config.refine_iterations`` (0: no per-window
-    colour model, only the product of the terms above).
-    """
-    feats = torch.cat([image_features(image), 4.0 * _texture(image, config.texture_radius)], 1)
-    b, d, h, w = feats.shape
-    k = coarse_up.shape[1]
-    f = feats.flatten(2).transpose(1, 2)  # (B, N, D)
-    v = valid.float().flatten(1)  # (B, N)
-    logp = config.refine_coarse_power * coarse_up.clamp_min(1e-4).log().flatten(2)
-    if config.refine_weak_power:
-        logp = logp + config.refine_weak_power * weak.clamp_min(1e-4).log().flatten(2)
-    if evidence is not None and config.refine_appearance_power:
-        logp = logp + config.refine_appearance_power * evidence.flatten(2)
-    rounds = config.refine_iterations if iterations is None else iterations
-    # (B, K, N): EM starts from the coarse posterior; with no round, the product of the terms is the result
-    q = coarse_up.flatten(2) if rounds else torch.softmax(logp, 1)
-    eye = torch.eye(d, device=f.device, dtype=f.dtype)
-    for _ in range(rounds):
-        r = q * v[:, None]
-        mass = r.sum(2).clamp_min(1e-3)  # (B, K)
-        mean = torch.einsum("bkn,bnd->bkd", r, f) / mass[..., None]
-        diff = f[:, None] - mean[:, :, None]  # (B, K, N, D)
-        cov = torch.einsum("bkn,bknd,bkne->bkde", r, diff, diff) / mass[..., None, None] + 1e-3 * eye
-        chol = torch.linalg.cholesky(cov)
-        z = torch.linalg.solve_triangular(chol, diff.transpose(-1, -2), upper=False)  # (B, K, D, N)
-        loglik = -0.5 * z.pow(2).sum(2) - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1, keepdim=True)
-        q = torch.softmax(loglik + logp, 1)
-    return q.view(b, k, h, w)
-
-
-def local_class_posterior(
-    weak: torch.Tensor,
-    evidence: torch.Tensor,
-    valid: torch.Tensor | None = None,
-    radius: int = 8,
-    anchor: float = 0.1,
-    iterations: int = 10,
-    sparsity: float = 0.0,
-) -> torch.Tensor:
-    """Per-cell class posterior from image evidence, with class shares estimated locally by EM.
-
-    The region's appearance model says how each cell looks (``evidence``: log-likelihood ratios);
-    how common each class is near the cell is not the 30 m weak label's fixed column but estimated
-    from the evidence around it: ``pi <- (box_mean(r, radius) + anchor * weak) / (1 + anchor)`` and
-    ``r = softmax(log pi + evidence)``, ``iterations`` times. A forest whose few bright crowns look
-    like grass keeps a small share of grass, so they stay forest; a clearing that NLCD calls forest
-    raises the share of grass around it, and its cells become grass. ``anchor`` keeps the weak labels
-    in the estimate (a class they exclude stays rare).
-
-    Args:
-        weak: (B, K, H, W) weak class distribution.
-        evidence: (B, K, H, W) log-likelihood ratios (0 = no evidence).
-        valid: optional (B, 1, H, W) mask: invalid cells keep the weak distribution.
-        radius: box radius of the local shares, in cells.
-        anchor: weight of the weak distribution in the shares.
-        iterations: EM rounds (0: the plain posterior ``weak * exp(evidence)``).
-        sparsity: a local share below it is set to 0 before renormalising (the MAP of a sparse
-            Dirichlet: a neighbourhood holds few classes). The evidence's false positives, a few
-            bright crowns in a forest, hold a small share and vanish; a clearing keeps its share.
-
-    Returns:
-        (B, K, H, W) summing to 1 over K.
-    """
-    w = weak.float().clamp_min(1e-6)
-    pi = w
-    m = torch.ones_like(w[:, :1]) if valid is None else valid.float()
-    for _ in range(iterations):
-        r = torch.softmax(pi.clamp_min(1e-6).log() + evidence, 1) * m + w * (1 - m)
-        share = box_mean(r, radius)
-        if sparsity:
-            share = (share - sparsity).clamp_min(0)
-            share = share / share.sum(1, keepdim=True).clamp_min(1e-6)
-        pi = (share + anchor * w) / (1 + anchor)
-    post = torch.softmax(pi.clamp_min(1e-6).log() + evidence, 1)
-    return post * m + w * (1 - m)
 
 
 def infer_windows(

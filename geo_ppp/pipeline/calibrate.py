@@ -33,7 +33,8 @@ from geo_ppp.core.weights import write_safetensors
 from geo_ppp.io.imagery import ImageReader
 from geo_ppp.io.rasters import gdal_env
 from geo_ppp.io.weak_labels import WeakReader
-from geo_ppp.landcover.appearance import AppearanceConfig, CalibrationSkipped, fit_appearance, sample_pixels
+from geo_ppp.landcover.appearance import AppearanceConfig, CalibrationSkipped, sample_pixels
+from geo_ppp.landcover.appearance_fit import fit_appearance
 from geo_ppp.pipeline.job import CALIBRATION_MODEL, CALIBRATION_RECORD, RegionJob
 from geo_ppp.pipeline.region import sample_tiles
 from geo_ppp.pipeline.worker import cached_cooccurrence, read_tile
