@@ -240,6 +240,8 @@ class AppearanceModel:
         that are not modelled get 0 (no evidence either way). Pixels are evaluated ``chunk`` at a
         time in float32, so the temporaries stay at a few tens of MB whatever the batch.
         """
+        if image.shape[0] > 1:  # one window at a time: the features' float64 box sums stay one window's
+            return torch.cat([self.log_ratio(image[i : i + 1], chunk) for i in range(image.shape[0])])
         feats = appearance_features(image, self.texture_radius, self.smooth_radius)
         b, d, h, w = feats.shape
         if d != self.means.shape[-1]:
