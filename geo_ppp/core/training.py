@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from geo_ppp.core.config import config_from_mapping, config_to_dict
 from geo_ppp.core.denoisers import Denoiser
 from geo_ppp.core.schedules import NoiseSchedule
-from geo_ppp.core.weights import read_safetensors, write_safetensors
+from geo_ppp.core.weights import Prior, read_safetensors, save_prior, write_safetensors
 from geo_ppp.errors import ConfigError, ShapeError, WeightsError
 
-__all__ = ["BatchSource", "TrainConfig", "TrainResult", "tensor_batches", "train_ddpm"]
+__all__ = ["BatchSource", "TrainConfig", "TrainResult", "tensor_batches", "train_and_publish", "train_ddpm"]
 
 log = logging.getLogger(__name__)
 
@@ -328,3 +328,33 @@ def train_ddpm(
     bar.close()
     model.eval()
     return TrainResult(ema=ema.freeze(), model=model, losses=losses, resumed_from=start)
+
+
+def train_and_publish(
+    denoiser: Denoiser,
+    schedule: NoiseSchedule,
+    data: torch.Tensor | BatchSource,
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    meta_at: Callable[[int, list[float]], dict[str, object]],
+    workdir: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    bf16: bool = False,
+) -> Prior:
+    """:func:`train_ddpm`, publishing the EMA prior to ``out`` at every checkpoint and at the end.
+
+    A stopped run leaves a usable prior; ``meta_at(steps_done, losses)`` gives its metadata.
+    """
+
+    def publish(steps_done: int, ema: Denoiser, losses: list[float]) -> None:
+        snapshot = copy.deepcopy(ema).eval()
+        save_prior(Prior(denoiser=snapshot, schedule=schedule, meta=meta_at(steps_done, losses)), out)
+
+    result = train_ddpm(
+        denoiser, schedule, data, config, workdir, resume, device, progress, on_checkpoint=publish, bf16=bf16
+    )
+    prior = Prior(denoiser=result.ema, schedule=schedule, meta=meta_at(config.steps, result.losses))
+    save_prior(prior, out)
+    return prior

@@ -45,18 +45,14 @@ def fit_appearance(
     f = features.double()
     source = list(cooccurrence.source_codes)
     lookup = {code: i for i, code in enumerate(source)}
-    present_codes, counts = torch.unique(codes, return_counts=True)
+    present_codes, inverse = torch.unique(codes, return_inverse=True)
     unknown = [int(c) for c in present_codes.tolist() if int(c) not in lookup]
     if unknown:
         raise ConfigError(
             f"weak-label codes {unknown} are not in the co-occurrence matrix (it knows {source}); pass "
             "--cooccurrence with a matrix that covers them"
         )
-    table = torch.full((int(codes.max()) + 1,), -1, dtype=torch.long)
-    table[torch.as_tensor([c for c in source if c <= int(codes.max())], dtype=torch.long)] = torch.as_tensor(
-        [lookup[c] for c in source if c <= int(codes.max())], dtype=torch.long
-    )
-    col = table[codes.long()]
+    col = torch.as_tensor([lookup[int(c)] for c in present_codes.tolist()], dtype=torch.long)[inverse]
     # a seeded split: the held-out pixels calibrate the evidence weight, the rest fit the model
     hold_f = hold_col = None
     if config.evidence_weight is None:

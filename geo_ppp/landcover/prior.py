@@ -7,7 +7,6 @@ plug-and-play settings.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -19,9 +18,9 @@ import torch
 
 from geo_ppp.core.denoisers import UNetDenoiser
 from geo_ppp.core.schedules import NoiseSchedule
-from geo_ppp.core.training import TrainConfig, train_ddpm
+from geo_ppp.core.training import TrainConfig, train_and_publish
 from geo_ppp.core.unet import UNetConfig
-from geo_ppp.core.weights import Prior, load_prior, save_prior
+from geo_ppp.core.weights import Prior, load_prior
 from geo_ppp.errors import ConfigError, GeoPPPError
 from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.io.label_windows import (
@@ -228,17 +227,9 @@ def train_landcover_prior(
             **carried,
         }
 
-    def publish(steps_done: int, ema, losses: list[float]) -> None:  # noqa: ANN001
-        snapshot = copy.deepcopy(ema).eval()
-        save_prior(Prior(denoiser=snapshot, schedule=noise_schedule, meta=meta_at(steps_done, losses)), out)
-
-    result = train_ddpm(
-        denoiser, noise_schedule, batches, train, workdir, resume, device, progress,
-        on_checkpoint=publish, bf16=bf16,
+    return train_and_publish(
+        denoiser, noise_schedule, batches, train, out, meta_at, workdir, resume, device, progress, bf16=bf16
     )
-    prior = Prior(denoiser=result.ema, schedule=noise_schedule, meta=meta_at(train.steps, result.losses))
-    save_prior(prior, out)
-    return prior
 
 
 #: Metadata that a resumed run keeps from the prior it continues: the inference settings tuned for

@@ -10,7 +10,6 @@ optimal and maps the renderer's pixel grid onto itself exactly.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from pathlib import Path
@@ -21,9 +20,9 @@ import torch
 from geo_ppp.core.atomic import atomic_path
 from geo_ppp.core.denoisers import UNetDenoiser
 from geo_ppp.core.schedules import NoiseSchedule
-from geo_ppp.core.training import BatchSource, TrainConfig, train_ddpm
+from geo_ppp.core.training import BatchSource, TrainConfig, train_and_publish
 from geo_ppp.core.unet import UNetConfig
-from geo_ppp.core.weights import Prior, save_prior
+from geo_ppp.core.weights import Prior
 from geo_ppp.errors import ConfigError
 from geo_ppp.tsp.instances import FAST_TSP_SECONDS, label_fast_tsp, random_instances
 from geo_ppp.tsp.render import EDGE_VALUE, IMAGE_SIZE, MARGIN, render_tours
@@ -180,21 +179,6 @@ def train_tsp_prior(
             "command": command,
         }
 
-    def publish(steps_done: int, ema, losses: list[float]) -> None:  # noqa: ANN001
-        snapshot = copy.deepcopy(ema).eval()
-        save_prior(Prior(denoiser=snapshot, schedule=schedule, meta=meta_at(steps_done, losses)), out)
-
-    result = train_ddpm(
-        denoiser,
-        schedule,
-        symmetric_batches(images),
-        train,
-        workdir,
-        resume,
-        device,
-        progress,
-        on_checkpoint=publish,
+    return train_and_publish(
+        denoiser, schedule, symmetric_batches(images), train, out, meta_at, workdir, resume, device, progress
     )
-    prior = Prior(denoiser=result.ema, schedule=schedule, meta=meta_at(train.steps, result.losses))
-    save_prior(prior, out)
-    return prior
