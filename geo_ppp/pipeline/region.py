@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geo_ppp.core.atomic import atomic_folder
 from geo_ppp.errors import InputError
 from geo_ppp.geo.grid import window_grid
 from geo_ppp.io.imagery import ImageReader
@@ -413,19 +413,5 @@ def publish_segmenter(
     ``--overwrite`` before any work).
     """
     model, meta = load_segmenter(source)
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    tmp.chmod(0o755)  # mkdtemp makes private folders; a saved segmenter is meant to be shared
-    try:
+    with atomic_folder(dest) as tmp:
         save_segmenter(tmp, model, {**meta, **extra})
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
