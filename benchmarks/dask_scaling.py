@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _markdown
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,9 @@ def main() -> None:
     parser.add_argument("--tile-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the three runs (medians reported)")
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
     folder = Path(tempfile.mkdtemp(prefix="geo_ppp_dask_"))
     modes = ("serial", "local:1", "local:2")
     seconds: dict[str, list[float]] = {m: [] for m in modes}

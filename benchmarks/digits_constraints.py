@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import _markdown
 import numpy as np
 import torch
 
@@ -76,7 +77,9 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=100, help="samples for the other sets")
     parser.add_argument("--steps", type=int, default=None, help="override the optimiser steps")
     parser.add_argument("--seed", type=int, default=0)
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
 
     prior = load_prior("digits")
     config = default_pnp_config(prior)

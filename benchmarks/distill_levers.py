@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 
+import _markdown
 import numpy as np
 import torch
 from landcover_accuracy import SPLITS, load_tiles, pooled  # noqa: E402  (benchmarks/ is the script's folder)
@@ -38,7 +39,9 @@ def main() -> None:
     """Run the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
     torch.set_num_threads(1)
     legend = load_legend("chesapeake")
     k = legend.num_classes

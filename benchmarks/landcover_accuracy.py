@@ -29,6 +29,7 @@ import json
 import time
 from pathlib import Path
 
+import _markdown
 import numpy as np
 import torch
 
@@ -123,7 +124,9 @@ def main() -> None:
     parser.add_argument("--cooccurrence", default="chesapeake", help="matrix name or JSON file")
     parser.add_argument("--quicklook", type=Path, default=None,
                         help="write a PNG: each patch's image, weak labels, truth, (d) and (e)")
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     legend = load_legend("chesapeake")
     cooc = load_cooccurrence(args.cooccurrence)

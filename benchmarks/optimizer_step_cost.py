@@ -16,6 +16,7 @@ import argparse
 import statistics
 import time
 
+import _markdown
 import torch
 
 from geo_ppp.core import NoiseSchedule, UNetConfig, UNetDenoiser, load_prior
@@ -74,7 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=20)
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
     device = torch.device(args.device)
     torch.manual_seed(0)
     cases = [

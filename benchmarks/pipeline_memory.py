@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _markdown
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
@@ -90,7 +91,9 @@ def main() -> None:
     parser.add_argument("--method", default="pnp", choices=("pnp", "distill", "qr"))
     parser.add_argument("--distill-tiles", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=1000)
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
     folder = args.keep or Path(tempfile.mkdtemp(prefix="geo_ppp_mem_"))
     folder.mkdir(parents=True, exist_ok=True)
     image, weak = folder / "image.tif", folder / "weak.tif"
@@ -111,6 +114,7 @@ def main() -> None:
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True)
     if proc.returncode:
         print(proc.stderr[-3000:])
+        _markdown.discard()
         raise SystemExit(proc.returncode)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _markdown
 import numpy as np
 import rasterio
 
@@ -113,7 +114,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="plug-and-play steps (default: the prior's)")
     parser.add_argument("--skip-seams", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
     folder = Path(tempfile.mkdtemp(prefix="geo_ppp_quality_"))
     if not args.skip_seams:
         print("seams: 8 real patches, tiles of 128 px, shipped prior\n")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import _markdown
+
 from geo_ppp.core.weights import load_prior
 from geo_ppp.landcover.prior_check import check_prior
 
@@ -25,7 +27,9 @@ def main() -> None:
     parser.add_argument("--times", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
     start, stamps = None, {}
     if args.times and args.times.exists():
         for line in args.times.read_text().splitlines():

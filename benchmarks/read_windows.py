@@ -9,10 +9,12 @@ window comes back on exactly the tile's pixel grid (what the mosaic needs).
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
+import _markdown
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,10 @@ def torchgeo(paths: list[Path]) -> tuple[float, int, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _markdown.add_option(parser)
+    args = parser.parse_args()
+    _markdown.record(args.markdown)
     print("| data | reader | windows | s | windows/s | exact tile grid |")
     print("|---|---|---|---|---|---|")
     for name, paths in (("one 5 m NAIP file, 934 x 724", [NAIP_5M]), ("8 scattered 1 m patches", PATCHES)):

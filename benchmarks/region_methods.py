@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _markdown
 import numpy as np
 import torch
 from landcover_accuracy import SPLITS, load_tiles  # noqa: E402  (benchmarks/ is the script's folder)
@@ -62,7 +63,9 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="keep the maps here (default: a temp dir)")
+    _markdown.add_option(parser)
     args = parser.parse_args()
+    _markdown.record(args.markdown)
     legend = load_legend("chesapeake")
     k = legend.num_classes
     out = args.out or Path(tempfile.mkdtemp(prefix="region-methods-"))

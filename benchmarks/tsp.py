@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+import _markdown
 import numpy as np
 import torch
 
@@ -131,7 +132,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--samples", type=int, default=64, help="unconditional samples to check (0: skip)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    _markdown.add_option(ap)
     args = ap.parse_args()
+    _markdown.record(args.markdown)
     torch.set_num_threads(args.threads)
 
     coords, ref = labelled(args.n, args.num, args.seed, args.label_seconds)
