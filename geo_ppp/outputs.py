@@ -8,13 +8,19 @@ second run off the same outputs. Writing itself is atomic everywhere through
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from geo_ppp.errors import GeoPPPError, OutputExistsError
 
-__all__ = ["OutputError", "RunLock", "check_distinct", "check_outputs"]
+__all__ = ["LOCK_CHARS", "OutputError", "RunLock", "check_distinct", "check_name_lengths", "check_outputs"]
+
+log = logging.getLogger(__name__)
+
+#: characters a lock file adds to the name it locks (``.NAME.geo_ppp.lock``)
+LOCK_CHARS = 14
 
 
 class OutputError(GeoPPPError, OSError):
@@ -52,6 +58,45 @@ def check_outputs(
         if not os.access(folder, os.W_OK):
             raise OutputError(f"output folder {folder} is not writable; choose another --out")
     return out
+
+
+def _name_max(path: Path) -> int:
+    """The longest file name the file system holding ``path`` takes (255 where it cannot say)."""
+    folder = next((a for a in path.absolute().parents if a.is_dir()), None)
+    try:
+        return int(os.pathconf(folder or ".", "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_name_lengths(
+    labelled: Mapping[str, str | os.PathLike[str]], extra: Mapping[str, int] | None = None
+) -> None:
+    """Refuse, before any work, output names too long for their lock (and temporary) files.
+
+    Args:
+        labelled: the flag that names each output (``--out``) and its path.
+        extra: characters the run adds to a name beyond the lock's :data:`LOCK_CHARS`, by flag
+            (a map's sidecars and scratch raster add more).
+
+    Raises:
+        OutputError: naming the output, its length and the flag to shorten.
+    """
+    for flag, path in labelled.items():
+        path = Path(path)
+        n = len(os.fsencode(path.name))
+        added = LOCK_CHARS + (extra or {}).get(flag, 0)
+        limit = _name_max(path)
+        if n + added > limit:
+            what = (
+                f"the lock's {LOCK_CHARS}"
+                if added == LOCK_CHARS
+                else f"the {added} its lock and sidecars add"
+            )
+            raise OutputError(
+                f"the name {path.name} is {n} characters; the file system allows {limit} including {what}: "
+                f"choose a shorter {flag} (at most {limit - added} characters)"
+            )
 
 
 def _key(path: str | os.PathLike[str]) -> str:
@@ -93,7 +138,7 @@ def check_distinct(
             if key == fkey:
                 problems.append(f"{label} is also {f_label} ({f_path})")
             elif key.startswith(fkey.rstrip(os.sep) + os.sep):
-                problems.append(f"{label} lies inside {f_label} {f_path}, which the run fills and removes")
+                problems.append(f"{label} lies inside {f_label} {f_path}, which the run fills and clears")
     if problems:
         raise OutputError(
             "outputs collide: " + "; ".join(problems) + ". Give each output its own name (nothing written)."
@@ -157,6 +202,14 @@ class RunLock:
                 if isinstance(pid, int) and host == record["host"] and not _alive(pid):
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(lock)  # stale: its run was killed
+                        log.warning(
+                            "took over the lock on %s of process %s (started %s: %s), which is gone: "
+                            "that run was stopped before it finished",
+                            path,
+                            pid,
+                            other.get("started", "?"),
+                            other.get("command") or "no command recorded",
+                        )
                     continue
                 if not other:  # being written this instant, or unreadable: treat as held
                     other = {"pid": "?", "started": "?", "command": "?"}
@@ -168,9 +221,9 @@ class RunLock:
                 ) from None
             except OSError as err:
                 raise OutputError(f"cannot lock {path} ({err}); check that its folder is writable") from None
+            self.held.append(lock)  # before it is written: an interrupt here still removes it
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(record))
-            self.held.append(lock)
             return
         raise OutputError(f"cannot take the lock {lock}: it keeps reappearing; is another run starting?")
 

@@ -16,13 +16,18 @@ from tests.conftest import NAIP, NLCD
 
 
 def _snapshot(folder: Path) -> dict[Path, str]:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in folder.rglob("*")}
+    return {
+        p: hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in folder.rglob("*")
+    }
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--out", "a.tif", "--probabilities", "a.tif"], "--probabilities a.tif and --out a.tif are the same file"),
+        (
+            ["--out", "a.tif", "--probabilities", "a.tif"],
+            "--probabilities a.tif and --out a.tif are the same file",
+        ),
         (["--out", "a.tif", "--quicklook", "a.tif"], "--quicklook a.tif: this output is written as a PNG"),
         (["--out", "a.tif", "--probabilities", "./sub/../a.tif"], "--probabilities a.tif and --out a.tif"),
         (["--out", "sub/../a.tif", "--probabilities", "a.tif"], "are the same file"),
@@ -30,11 +35,21 @@ def _snapshot(folder: Path) -> dict[Path, str]:
         (["--out", "a.tif", "--probabilities", "a.qml"], "--probabilities a.qml: this output is written as"),
         (["--out", "a.tif", "--vector", "a.tif.json"], "--vector a.tif.json: this output is written as"),
         (["--out", "a.tif", "--quicklook", "a.tif.work/q.png"], "inside the work dir"),
-        (["--out", "a.tif", "--workdir", "w", "--probabilities", "w/tiles/p.tif"], "the work dir's tiles"),
+        (
+            ["--out", "a.tif", "--workdir", "w", "--probabilities", "w/tiles/p.tif"],
+            "lies inside the work dir w",
+        ),
+        # a kept work dir is the run's too (tiles, teacher, segmenter cleared by --no-resume)
+        (
+            ["--out", "a.tif", "--workdir", "w", "--vector", "w/v.gpkg"],
+            "--vector v.gpkg lies inside the work dir",
+        ),
         (["--out", "a.tif", "--workdir", "a.tif"], "--out a.tif is also the work dir"),
     ],
 )
-def test_colliding_outputs_are_refused_and_nothing_changes(tmp_path: Path, monkeypatch, args, message) -> None:
+def test_colliding_outputs_are_refused_and_nothing_changes(
+    tmp_path: Path, monkeypatch, args, message
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.tif").write_bytes(b"an older map the user keeps")
     (tmp_path / "sub").mkdir()
@@ -82,8 +97,21 @@ def _job(tmp_path: Path, region_b: str) -> Path:
     "region_b, message",
     [
         ('out = "out/a_p.tif"', "region 'b': --out a_p.tif and region 'a': --probabilities a_p.tif"),
-        ('out = "out/b.tif"\nprobabilities = "out/a.tif"', "region 'b': --probabilities a.tif and region 'a': --out"),
-        ('out = "out/b.tif"\nvector = "work/a/tiles/v.gpkg"', "inside region 'a': the work dir's tiles"),
+        (
+            'out = "out/b.tif"\nprobabilities = "out/a.tif"',
+            "region 'b': --probabilities a.tif and region 'a': --out",
+        ),
+        ('out = "out/b.tif"\nvector = "work/a/tiles/v.gpkg"', "inside region 'a': the work dir"),
+        # a product in another region's work dir, or in its own, outside tiles/ (issue 24)
+        (
+            'out = "out/b.tif"\nvector = "work/a/v.gpkg"',
+            "--vector v.gpkg lies inside region 'a': the work dir",
+        ),
+        (
+            'out = "out/b.tif"\nquicklook = "work/b/q.png"',
+            "--quicklook q.png lies inside region 'b': the work dir",
+        ),
+        ('out = "work/a/b.tif"', "region 'b': --out b.tif lies inside region 'a': the work dir"),
     ],
 )
 @pytest.mark.parametrize("check", [True, False])

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.shutil import copy as rio_copy
 from rasterio.transform import Affine
 from rasterio.warp import reproject, transform_bounds
@@ -66,9 +67,18 @@ def open_raster(path: str | os.PathLike[str], what: str) -> rasterio.DatasetRead
     if not p.exists():
         raise InputError(f"{what} {p} does not exist")
     try:
-        ds = rasterio.open(p)
+        with warnings.catch_warnings():  # no georeferencing is reported below, as one line with its fix
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(p)
     except RasterioIOError as exc:
         raise InputError(f"{what} {p} is not a raster GDAL can read ({exc}); give a GeoTIFF or VRT") from exc
+    if p.suffix.lower() in (".tif", ".tiff") and ds.driver not in ("GTiff", "COG"):
+        driver = ds.driver
+        ds.close()
+        raise InputError(
+            f"{what} {p} is named .tif but is a {driver} file, not a GeoTIFF; convert and georeference it, "
+            f"e.g. `gdal_translate -of GTiff -a_srs EPSG:26917 -a_ullr ... {p} {p.stem}_geo.tif`"
+        )
     if ds.crs is None:
         ds.close()
         raise InputError(f"{what} {p} has no CRS; set one, e.g. `gdal_edit.py -a_srs EPSG:26917 {p}`")

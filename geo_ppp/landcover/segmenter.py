@@ -368,7 +368,31 @@ def load_segmenter(folder: str | os.PathLike[str]) -> tuple[Segmenter, dict[str,
             raise ValueError("format is not geo_ppp.segmenter")
         config = SegmenterConfig(**record["config"])
         model = Segmenter(config)
-        model.load_state_dict(load_file(str(weights)))
+        state = load_file(str(weights))
     except (ValueError, KeyError, TypeError, RuntimeError, OSError, SafetensorError) as err:
-        raise InputError(f"segmenter {folder} cannot be loaded ({err}); train it again") from None
-    return model.eval(), dict(record.get("meta", {}))
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"segmenter {folder} cannot be loaded ({first}); train it again") from None
+    mismatch = _state_mismatch(model, state)
+    if mismatch:
+        raise InputError(
+            f"segmenter {folder}: its config.json does not match model.safetensors ({mismatch}); re-save it "
+            "with --save-segmenter"
+        )
+    model.load_state_dict(state)
+    meta = record.get("meta")
+    return model.eval(), dict(meta) if isinstance(meta, dict) else {}
+
+
+def _state_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """What differs between a model's parameters and saved weights, in a few words ('' if they fit)."""
+    own = model.state_dict()
+    parts = []
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    for what, keys in (("missing", missing), ("unexpected", extra), ("of another shape", shapes)):
+        if keys:
+            more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+            shape = f" {tuple(state[keys[0]].shape)} vs {tuple(own[keys[0]].shape)}" if keys is shapes else ""
+            parts.append(f"{len(keys)} tensor(s) {what}, e.g. {keys[0]}{shape}{more}")
+    return "; ".join(parts)

@@ -297,8 +297,9 @@ def check_products_distinct(
     Args:
         paths: the products (:func:`output_paths`).
         workdir: the work dir.
-        removed: the work dir is removed after the run (the default one); else only its
-            ``tiles/`` folder may be cleared and its ``manifest.json`` rewritten.
+        removed: the work dir is removed after the run (the default one); a kept one is the run's
+            too (its tiles, teacher, segmenter and manifest are rewritten or cleared): either way no
+            product may lie inside it.
         prefix: put before every label (a job's region name).
 
     Returns:
@@ -314,12 +315,7 @@ def check_products_distinct(
             )
     files = {prefix + PRODUCT_LABELS[k].format(p.name): p for k, p in paths.items()}
     roots: dict[str, Path] = {}
-    if removed:
-        folders = {prefix + "the work dir": workdir}
-    else:
-        files[prefix + "the work dir's manifest"] = workdir / "manifest.json"
-        folders = {prefix + "the work dir's tiles": workdir / "tiles"}
-        roots = {prefix + "the work dir": workdir}
+    folders = {prefix + "the work dir": workdir}
     check_distinct(files, folders, roots)
     return files, folders, roots
 

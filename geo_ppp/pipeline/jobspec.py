@@ -247,15 +247,15 @@ def load_job(path: str | os.PathLike[str]) -> JobSpec:
     files: dict[str, Path] = {}
     folders: dict[str, Path] = {}
     roots: dict[str, Path] = {}
-    for region in regions:
-        products = output_paths(region.out, region.probabilities, region.vector, region.quicklook)
-        f, d, r = check_products_distinct(
-            products, Path(workdir) / region.name, removed=False, prefix=f"region {region.name!r}: "
-        )
-        files.update(f)
-        folders.update(d)
-        roots.update(r)
     try:
+        for region in regions:  # a product inside any region's work dir (its own or another's) too
+            products = output_paths(region.out, region.probabilities, region.vector, region.quicklook)
+            f, d, r = check_products_distinct(
+                products, Path(workdir) / region.name, removed=False, prefix=f"region {region.name!r}: "
+            )
+            files.update(f)
+            folders.update(d)
+            roots.update(r)
         check_distinct(files, folders, roots)
     except OutputError as err:
         raise OutputError(f"{path}: {err}") from None

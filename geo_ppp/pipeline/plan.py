@@ -26,7 +26,7 @@ from geo_ppp.io.scan import scan_image_files
 from geo_ppp.io.weak_labels import open_weak_labels
 from geo_ppp.landcover.infer import InferConfig, default_infer_config
 from geo_ppp.landcover.prior import DEFAULT_PRIORS, check_prior_legend
-from geo_ppp.outputs import RunLock, check_outputs
+from geo_ppp.outputs import RunLock, check_name_lengths, check_outputs
 from geo_ppp.pipeline.job import (
     RegionJob,
     RunSettings,
@@ -249,6 +249,7 @@ class PreparedRegion:
     overwrite: bool = False
     existed: frozenset[Path] = frozenset()
     lock: RunLock | None = None
+    save_segmenter: Path | None = None
 
     def release(self) -> None:
         """Give up the run's locks (outputs and work dir)."""
@@ -280,6 +281,7 @@ def prepare_region(
     setup_workdir: bool = True,
     lock: bool = True,
     create_folders: bool = False,
+    save_segmenter: str | os.PathLike[str] | None = None,
 ) -> PreparedRegion:
     """Check outputs and inputs, plan the job and set up its work dir (see :func:`segment`).
 
@@ -287,13 +289,26 @@ def prepare_region(
     that must fail before anything is written, such as reaching the Dask scheduler). With
     ``setup_workdir=False`` nothing is written at all; call :meth:`PreparedRegion.setup` later.
     With ``lock`` (the default) the outputs and the work dir are locked against other runs until
-    :meth:`PreparedRegion.release` (a second run stops at once, naming the first).
+    :meth:`PreparedRegion.release` (a second run stops at once, naming the first). ``save_segmenter``
+    (a folder, checked by the caller) is locked with them.
     """
     paths = output_paths(out, probabilities, vector, quicklook)
     keep_workdir = workdir is not None
     workdir = Path(workdir) if workdir is not None else default_workdir(paths["map"])
+    seg_out = Path(save_segmenter) if save_segmenter is not None else None
+    named = {
+        "--out": paths["map"],
+        **{f"--{k}": paths[k] for k in ("probabilities", "vector", "quicklook") if k in paths},
+    }
+    if keep_workdir:
+        named["--workdir"] = workdir
+    if seg_out is not None:
+        named["--save-segmenter"] = seg_out
+    # a COG's scratch raster is ``..NAME.scratch.XXXXXXXX.tmp.tif``: 12 characters beyond its lock's
+    check_name_lengths(named, {"--out": 12, "--probabilities": 12})
     check_products_distinct(paths, workdir, removed=not keep_workdir)
-    run_lock = RunLock([*paths.values(), workdir], command).__enter__() if lock else None
+    locked = [*paths.values(), workdir, *([seg_out] if seg_out is not None else [])]
+    run_lock = RunLock(locked, command).__enter__() if lock else None
     try:
         interrupted: OutputExistsError | None = None
         try:
@@ -326,7 +341,11 @@ def prepare_region(
             overwrite = True
         if before_workdir is not None:
             before_workdir(job)
-        prep = PreparedRegion(job, paths, keep_workdir, command, resume, overwrite, existed, run_lock)
+        if seg_out is not None and seg_out.exists():
+            existed |= {seg_out}
+        prep = PreparedRegion(
+            job, paths, keep_workdir, command, resume, overwrite, existed, run_lock, seg_out
+        )
         if setup_workdir:
             prep.setup()
     except BaseException:

@@ -333,7 +333,13 @@ def check_segmenter_fits(folder: str | os.PathLike[str], legend: Any) -> dict[st
         InputError: not a segmenter, a damaged one, or one for another legend.
     """
     model, meta = load_segmenter(folder)
-    if list(meta.get("codes", [])) != list(legend.codes) or model.config.classes != legend.num_classes:
+    missing = [k for k in ("legend", "codes") if k not in meta]
+    if missing:
+        raise InputError(
+            f"segmenter {folder}: its config.json has no {' and no '.join(missing)} in its 'meta' (which "
+            "legend it maps is unknown); re-save it with --save-segmenter"
+        )
+    if list(meta["codes"]) != list(legend.codes) or model.config.classes != legend.num_classes:
         raise InputError(
             f"--segmenter {folder} maps the legend {meta.get('legend')!r} (codes {meta.get('codes')}), not "
             f"{legend.name!r} (codes {list(legend.codes)}); pass --legend {meta.get('legend')} or a "

@@ -202,6 +202,7 @@ def segment(
                 overwrite=overwrite,
                 command=command,
                 before_workdir=connect if runner is None and scheduler is not None else None,
+                save_segmenter=save_to,
             )
             observer.planned(prep.job)
             timings: dict[str, float] = {}
@@ -234,7 +235,7 @@ def segment(
         finally:
             if dask_runner is not None:
                 dask_runner.close()
-        result = finish_region(prep, report, timings, started, save_segmenter=save_to)
+        result = finish_region(prep, report, timings, started)
         observer.published(result)
         return result
     finally:
@@ -267,6 +268,12 @@ def _check_save_segmenter(
             raise OutputError(
                 f"--save-segmenter {folder} overlaps {flag}; give the segmenter a folder of its own"
             )
+    ancestor = next((a for a in folder.absolute().parents if a.exists()), None)
+    if ancestor is None or not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"--save-segmenter {folder} cannot be written: {ancestor} is not a writable folder; choose "
+            "a folder you can write to (nothing was run)"
+        )
     if folder.exists() and any(folder.iterdir()):
         if not overwrite:
             raise OutputExistsError(
@@ -289,9 +296,11 @@ def finish_region(
 ) -> RegionResult:
     """Mosaic and publish a region whose tiles are all done; remove a default work dir.
 
-    ``save_segmenter``: copy the work dir's trained segmenter there (with the command and outputs).
+    ``save_segmenter`` (default: the prepared region's, locked with its outputs): copy the work dir's
+    trained segmenter there (with the command and outputs); it is named in the result's outputs.
     """
     job = prep.job
+    save_segmenter = save_segmenter if save_segmenter is not None else prep.save_segmenter
     counts = {s: sum(1 for v in report.values() if v == s) for s in ("ran", "skipped", "resumed")}
     store = TileStore.open_existing(job.workdir)
     if not any(store.status(t) == "done" for t in job.tiles.tiles):
@@ -300,7 +309,8 @@ def finish_region(
         )
 
     if not prep.overwrite:  # another program may have made one since the run started
-        appeared = [str(p) for p in prep.paths.values() if p.exists() and p not in prep.existed]
+        mine = [*prep.paths.values(), *([save_segmenter] if save_segmenter is not None else [])]
+        appeared = [str(p) for p in mine if p.exists() and p not in prep.existed]
         if appeared:
             raise OutputExistsError(
                 f"{', '.join(appeared)} appeared while this run was working; it is kept. The tiles are kept "
@@ -324,4 +334,6 @@ def finish_region(
         stats["seconds"]["total"] = round(time.perf_counter() - started, 3)
     paths = prep.paths
     written = {k: p for k, p in paths.items() if p.exists()}
+    if save_segmenter is not None:
+        written["segmenter"] = save_segmenter
     return RegionResult(paths["map"], written, job.image.grid, resolved, stats)
