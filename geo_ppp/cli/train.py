@@ -204,17 +204,25 @@ def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None
 @click.command("export-onnx")
 @click.argument("segmenter", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--tile-size", type=int, default=256, show_default=True, help="Input tile size, pixels.")
-@click.option("--overlap", type=int, default=32, show_default=True, help="Tile overlap for Deepness, pixels.")
+@click.option("--tile-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Input tile size, pixels: a multiple of the segmenter's cell (4); the largest the memory "
+                   "allows is checked before any work.")
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Tile overlap for Deepness, pixels: below half the tile, and a whole percent of it "
+                   "(Deepness stores a percent). Default: a quarter of the tile (64 px = 25 % of 256).")
 @overwrite_option
 @handle_errors
-def export_onnx(segmenter: Path, out: Path, tile_size: int, overlap: int, overwrite: bool) -> None:
+def export_onnx(segmenter: Path, out: Path, tile_size: int, overlap: int | None, overwrite: bool) -> None:
     """Export a saved segmenter (--save-segmenter) to ONNX for the QGIS Deepness plugin."""
     from geo_ppp.landcover.export import export_onnx as export
 
-    report = export(segmenter, out, overwrite=overwrite, tile_size=tile_size, overlap=overlap)
-    names = ", ".join(report["metadata"]["class_names"].values())
+    report = export(segmenter, out, overwrite=overwrite, tile_size=tile_size, overlap=overlap,
+                    command=command_line())
+    meta = report["metadata"]
     click.echo(
-        f"wrote {out} (Deepness segmentor: {names}; {report['metadata']['resolution']:g} cm/px, "
-        f"{tile_size} px tiles; onnxruntime matches torch within {report['max_abs_difference']:.1e})"
+        f"wrote {report['out']} (Deepness segmentor, ONNX opset {meta['geo_ppp']['opset']}: "
+        f"{', '.join(meta['class_names'].values())}; {meta['resolution']:g} cm/px, {tile_size} px tiles, "
+        f"{meta['geo_ppp']['overlap_px']} px overlap ({meta['tiles_overlap']} %); onnxruntime matches "
+        f"torch within {report['max_abs_difference']:.1e}). In Deepness, click \"Load default "
+        "parameters\" after loading it"
     )
