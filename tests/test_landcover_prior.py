@@ -15,7 +15,7 @@ from geo_ppp.cli import main
 from geo_ppp.core import NoiseSchedule, UNetConfig, UNetDenoiser, load_prior
 from geo_ppp.core.annealing import PaperT
 from geo_ppp.core.training import TrainConfig, train_ddpm
-from geo_ppp.errors import ConfigError
+from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io.label_windows import (
     HOLDOUT_BLOCK_M,
@@ -168,7 +168,7 @@ def test_all_nodata_labels_say_so(tmp_path):
                "crs": "EPSG:26917", "transform": rasterio.Affine(1, 0, 500000, 0, -1, 4200000)}
     with rasterio.open(src, "w", **profile) as dst:
         dst.write(np.full((1, 300, 300), 15, np.uint8))
-    with pytest.raises(ConfigError, match="no label window"):
+    with pytest.raises(InputError, match="only nodata"):
         train_landcover_prior(tmp_path / "p", [LabelSource((str(src),), 1.0, 4)], "chesapeake", steps=1,
                               batch_size=2, unet=TINY, progress=False)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from geo_ppp.errors import ConfigError
+from geo_ppp.errors import ConfigError, InputError
 from geo_ppp.geo.legend import Legend
 
 __all__ = [
@@ -32,8 +32,10 @@ __all__ = [
     "HOLDOUT_EVERY",
     "HOLDOUT_RULE",
     "SPLITS",
+    "check_label_rasters",
     "holdout_block",
     "label_dataset",
+    "label_files",
     "pool_majority",
     "sample_label_windows",
 ]
@@ -71,14 +73,8 @@ def _window_split(query: tuple[slice, ...]) -> str:
 log = logging.getLogger(__name__)
 
 
-def label_dataset(paths: Sequence[str | os.PathLike[str]]):  # -> torchgeo RasterDataset
-    """A torchgeo ``RasterDataset`` over label GeoTIFFs (files or folders of ``*.tif``) of one CRS."""
-    from torchgeo.datasets import RasterDataset
-
-    class LabelRasters(RasterDataset):
-        filename_glob = "*.tif"
-        is_image = False
-
+def label_files(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """The label GeoTIFFs of ``paths`` (files, or folders of ``*.tif``), sorted within each folder."""
     files: list[str] = []
     for p in paths:
         path = Path(p)
@@ -87,10 +83,136 @@ def label_dataset(paths: Sequence[str | os.PathLike[str]]):  # -> torchgeo Raste
         elif path.is_file():
             files.append(str(path))
         else:
-            raise ConfigError(f"label raster {path} does not exist")
+            raise InputError(f"label raster {path} does not exist; give existing GeoTIFFs or folders of them")
     if not files:
-        raise ConfigError(f"no label GeoTIFFs found in {[str(p) for p in paths]}")
-    return LabelRasters(files)
+        raise InputError(
+            f"no label GeoTIFFs (*.tif) found in {[str(p) for p in paths]}; "
+            "give label rasters or folders of them"
+        )
+    return files
+
+
+def check_label_rasters(
+    paths: Sequence[str | os.PathLike[str]], legend: Legend | None = None, window_m: float = 256.0
+) -> list[str]:
+    """Check label rasters before any window is drawn; return their files.
+
+    Each must be a readable single-band integer GeoTIFF in a projected CRS (metres), all of one CRS, at
+    least ``window_m`` on each side, with some valid pixels, and (with a ``legend``) only codes the
+    legend knows (read on a decimated grid: rare stray codes are still caught per window).
+
+    Raises:
+        InputError: naming the file, what is wrong with it and the fix.
+    """
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    files = label_files(paths)
+    first_crs = None
+    for f in files:
+        try:
+            src = rasterio.open(f)
+        except (RasterioIOError, OSError) as err:
+            size = os.path.getsize(f) if os.path.exists(f) else 0
+            what = "an empty file" if size == 0 else "not a raster GDAL can read"
+            raise InputError(
+                f"label raster {f} is {what} ({str(err).splitlines()[0]}); give a GeoTIFF of label codes"
+            ) from None
+        with src:
+            if src.count != 1:
+                raise InputError(
+                    f"label raster {f} has {src.count} bands; label rasters hold one band of class codes "
+                    "(is it imagery? pass the band of codes alone, e.g. gdal_translate -b 1)"
+                )
+            if np.dtype(src.dtypes[0]).kind not in "iu":
+                raise InputError(
+                    f"label raster {f} holds {src.dtypes[0]} values; label rasters hold integer class codes "
+                    "(convert it, e.g. gdal_translate -ot Byte)"
+                )
+            if src.crs is None:
+                raise InputError(f"label raster {f} has no CRS; assign its projected CRS (metres) first")
+            if src.crs.is_geographic:
+                raise InputError(
+                    f"label raster {f} is in a geographic CRS ({src.crs.to_string()}, degrees): reproject "
+                    "first, to a projected CRS in metres, e.g. gdalwarp -t_srs EPSG:<UTM zone> -r near"
+                )
+            if first_crs is None:
+                first_crs = (src.crs, f)
+            elif src.crs != first_crs[0]:
+                raise InputError(
+                    f"label rasters of one source must share a CRS: {f} is in {src.crs.to_string()}, "
+                    f"{first_crs[1]} in {first_crs[0].to_string()}; reproject them to one CRS, or give them "
+                    "as separate --labels sources"
+                )
+            width_m, height_m = src.width * abs(src.res[0]), src.height * abs(src.res[1])
+            if min(width_m, height_m) < window_m:
+                raise InputError(
+                    f"label raster {f} covers {width_m:g} x {height_m:g} m, smaller than one {window_m:g} m "
+                    f"window; give label rasters at least {window_m:g} m on each side (about 1.5 km or more "
+                    "leaves room for the held-out blocks)"
+                )
+            step = max(1, int(np.ceil(max(src.width, src.height) / 1024)))
+            shape = (max(1, src.height // step), max(1, src.width // step))
+            data = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest)
+            nodata = src.nodata
+        valid = data if nodata is None else data[data != nodata]
+        if legend is not None:
+            valid = valid[valid != legend.nodata]
+        if valid.size == 0:
+            raise InputError(
+                f"label raster {f} holds only nodata "
+                f"({legend.nodata if nodata is None and legend else nodata}); give rasters with labels"
+            )
+        if legend is not None:
+            try:
+                legend.to_index(valid.astype(np.int64), extra_nodata=None if nodata is None else int(nodata))
+            except ConfigError as err:
+                raise InputError(f"label raster {f}: {err}") from None
+    return files
+
+
+def label_dataset(paths: Sequence[str | os.PathLike[str]]):  # -> torchgeo RasterDataset
+    """A torchgeo ``RasterDataset`` over label GeoTIFFs (files or folders of ``*.tif``) of one CRS."""
+    from torchgeo.datasets import RasterDataset
+
+    class LabelRasters(RasterDataset):
+        filename_glob = "*.tif"
+        is_image = False
+
+    return LabelRasters(label_files(paths))
+
+
+def _random_windows(dataset, window_m: float, draws: int, seed: int):  # -> Iterator[query]
+    """``draws`` random ``window_m`` windows over the dataset's files, seeded by ``seed`` alone.
+
+    torchgeo's ``RandomGeoSampler`` draws the window's place with the generator it is given but picks
+    the file (weighted by area) from torch's global RNG, so the windows of several files changed from
+    process to process. Here the file is picked with its own seeded generator; the place is drawn as
+    torchgeo draws it (one file: the same windows as before).
+    """
+    from torchgeo.samplers.utils import get_random_bounding_box
+
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.Generator().manual_seed(seed + 0x5EED)
+    res = dataset.res
+    index = dataset.index
+    tiles, areas = [], []
+    for hit in range(len(index)):
+        xmin, ymin, xmax, ymax = index.geometry.iloc[hit].bounds
+        if xmax - xmin >= window_m and ymax - ymin >= window_m:
+            tiles.append(((xmin, ymin, xmax, ymax), index.index[hit]))
+            areas.append((xmax - xmin) * (ymax - ymin))
+    if not tiles:
+        raise InputError(
+            f"no label raster is at least {window_m:g} m on each side; "
+            "give label rasters larger than one window"
+        )
+    weights = torch.tensor(areas, dtype=torch.float64)
+    for _ in range(draws):
+        i = int(torch.multinomial(weights, 1, generator=pick)) if len(tiles) > 1 else 0
+        bounds, interval = tiles[i]
+        xs, ys = get_random_bounding_box(bounds, window_m, res, gen)
+        yield xs, ys, slice(interval.left, interval.right)
 
 
 def pool_majority(index: np.ndarray, k: int, size: int) -> np.ndarray:
@@ -132,18 +254,15 @@ def sample_label_windows(
     Returns:
         uint8-able int64 array of channel indices; fewer than ``count`` windows if the data ran out.
     """
-    from torchgeo.samplers import RandomGeoSampler, Units
-
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of {SPLITS}")
-    gen = torch.Generator().manual_seed(seed)
     draws = max_draws or (50 if split != "holdout" else 250) * count
-    sampler = RandomGeoSampler(dataset, size=window_m, length=draws, units=Units.CRS, generator=gen)
     out: list[np.ndarray] = []
-    tried = 0
-    for query in sampler:
+    tried = other_split = 0
+    for query in _random_windows(dataset, window_m, draws, seed):
         tried += 1
         if split != "all" and _window_split(query) != split:
+            other_split += 1
             continue
         mask = dataset[query]["mask"].numpy().astype(np.int64)
         index = legend.to_index(mask, extra_nodata=source_nodata)
@@ -156,9 +275,17 @@ def sample_label_windows(
         if len(out) >= count:
             break
     log.info("kept %d of %d label windows drawn", len(out), tried)
+    if not out and tried and other_split == tried:
+        where = "touches a held-out block" if split == "train" else "lies inside one held-out block"
+        raise InputError(
+            f"every {window_m:g} m window drawn from these label rasters ({tried} draws) {where} (the "
+            f"ground is cut into {HOLDOUT_BLOCK_M:g} m blocks and one in {HOLDOUT_EVERY} is kept out of "
+            f"training for prior-check), so none is left for the {split} split; give bigger label rasters "
+            "(about 1.5 km a side or more) or more of them"
+        )
     if not out:
         where = "" if split == "all" else f" in the {split} split"
-        raise ConfigError(
+        raise InputError(
             f"no label window{where} had enough valid pixels (<= {max_nodata:.0%} nodata) in {tried} draws; "
             "check the rasters' nodata and the window size"
         )

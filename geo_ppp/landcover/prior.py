@@ -27,6 +27,7 @@ from geo_ppp.io.label_windows import (
     HOLDOUT_BLOCK_M,
     HOLDOUT_EVERY,
     HOLDOUT_RULE,
+    check_label_rasters,
     label_dataset,
     sample_label_windows,
 )
@@ -152,6 +153,8 @@ def train_landcover_prior(
     legend = load_legend(legend)
     if not sources:
         raise ConfigError("give at least one label source (--labels PATH[,PATH...][@WEIGHT])")
+    for src in sources:  # every source checked before any window is drawn
+        check_label_rasters(src.paths, legend, window_m)
     pools = []
     described = []
     for i, src in enumerate(sources):

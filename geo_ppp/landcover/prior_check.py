@@ -29,7 +29,7 @@ import torch
 from geo_ppp.core.atomic import write_json
 from geo_ppp.core.sampling import sample
 from geo_ppp.core.weights import Prior
-from geo_ppp.errors import ConfigError
+from geo_ppp.errors import ConfigError, GeoPPPError
 from geo_ppp.geo.legend import Legend, load_legend
 from geo_ppp.io.pictures import write_png
 from geo_ppp.outputs import check_outputs
@@ -255,11 +255,12 @@ def _real_windows(
     prior: Prior, legend: Legend, labels: list[str] | None, num: int, seed: int, split: str = "holdout"
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Real label windows: the prior's held-out ones (or its training ones), or windows of ``labels``."""
-    from geo_ppp.io.label_windows import label_dataset, sample_label_windows
+    from geo_ppp.io.label_windows import check_label_rasters, label_dataset, label_files, sample_label_windows
 
     size = int(prior.meta.get("image_size") or 64)
     window_m = float(prior.meta.get("resolution_m") or 4.0) * size
     if labels:
+        check_label_rasters(labels, legend, window_m)
         ds = label_dataset(labels)
         windows = sample_label_windows(ds, legend, num, window_m=window_m, size=size, seed=seed, split="all")
         return windows, {"source": "labels", "paths": list(labels), "split": "all"}
@@ -274,12 +275,14 @@ def _real_windows(
     for i, src in enumerate(sources):
         want = max(1, int(round(num * weights[i] / weights.sum())))
         try:
-            ds = label_dataset(src["paths"])
-        except ConfigError as err:
+            label_files(src["paths"])
+        except GeoPPPError as err:
             raise ConfigError(
                 f"the prior's training rasters are not here ({err}); run from the folder it was trained "
                 "in, or pass real label rasters with --labels"
             ) from None
+        check_label_rasters(src["paths"], legend, window_m)
+        ds = label_dataset(src["paths"])
         parts.append(
             sample_label_windows(
                 ds, legend, want, window_m=window_m, size=size, seed=seed + i, split=split
