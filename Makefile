@@ -34,9 +34,12 @@ bench: setup
 lint: setup
 	$(BIN)/ruff check geo_ppp tests benchmarks
 
-# Debian's QGIS for the QGIS tests (as root or with sudo); CI runs the same script
+# Debian's QGIS for the QGIS tests (as root or with sudo), then .venv-deepness (QGIS's Python with
+# the QGIS Deepness plugin's pinned onnxruntime/opencv/numpy) for tests/test_deepness.py; CI runs
+# the same scripts
 qgis-deps:
 	bash .ci/install-qgis
+	bash .ci/install-deepness
 
 # the installable QGIS plugin: dist/geo_ppp_qgis.zip
 qgis-plugin: setup
