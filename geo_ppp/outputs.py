@@ -10,12 +10,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from geo_ppp.errors import GeoPPPError, OutputExistsError
 
-__all__ = ["LOCK_CHARS", "OutputError", "RunLock", "check_distinct", "check_name_lengths", "check_outputs"]
+__all__ = [
+    "LOCK_CHARS",
+    "OutputError",
+    "RunLock",
+    "check_distinct",
+    "check_name_lengths",
+    "check_outputs",
+    "claim_outputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -246,3 +254,24 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def claim_outputs(
+    labelled: Mapping[str, str | os.PathLike[str]], overwrite: bool, command: str = ""
+) -> Iterator[list[Path]]:
+    """Check and lock a command's output files before any work; the locks go when the block ends.
+
+    Names too long for their lock, outputs that land on each other, outputs that exist (without
+    ``overwrite``) or whose folder cannot be written are refused; then each is locked
+    (:class:`RunLock`) so a second command onto the same file stops at once. Write each output
+    atomically inside the block.
+
+    Example:
+        >>> with claim_outputs({"--out": "tours.txt"}, overwrite=False) as (out,):  # doctest: +SKIP
+        ...     write_tours(out, tours)
+    """
+    check_name_lengths(labelled)
+    check_distinct(labelled)
+    with RunLock(labelled.values(), command):
+        yield check_outputs(labelled.values(), overwrite)

@@ -61,15 +61,16 @@ def cooccurrence(
     """Estimate a co-occurrence matrix P(legend class | weak-label code) from truth/weak raster pairs."""
     import dataclasses
 
-    from geo_ppp.outputs import check_outputs
+    from geo_ppp.outputs import claim_outputs
     from geo_ppp.pipeline.evaluate import estimate_cooccurrence_from_files
 
-    check_outputs([out], overwrite)
-    co = estimate_cooccurrence_from_files(
-        truth_paths, weak_paths, legend, smoothing=smoothing, sites=list(sites) or None
-    )
-    co = dataclasses.replace(co, description=f"{co.description}. Made by: {command_line()}")
-    co.save(out)
+    # checked and locked before any work; written atomically
+    with claim_outputs({"--out": out}, overwrite, command_line()):
+        co = estimate_cooccurrence_from_files(
+            truth_paths, weak_paths, legend, smoothing=smoothing, sites=list(sites) or None
+        )
+        co = dataclasses.replace(co, description=f"{co.description}. Made by: {command_line()}")
+        co.save(out)
     click.echo(
         f"wrote {out}: {len(co.target_codes)} classes ({co.legend}) x weak codes {list(co.source_codes)}"
     )
@@ -101,4 +102,3 @@ def evaluate(pred: Path, truth: Path, legend: str | None, as_json: bool) -> None
         return
     click.echo(f"prediction: {pred}\ntruth:      {truth}\nlegend:     {loaded.name}")
     click.echo(format_scores(scores, loaded))
-

@@ -7,9 +7,14 @@ first needs them, so a new entry in a registry appears in the CLI without an edi
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
 import shlex
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,7 +25,9 @@ from geo_ppp.errors import GeoPPPError
 log = logging.getLogger("geo_ppp")
 
 __all__ = [
+    "ProgressCommand",
     "RegistryChoice",
+    "Terminated",
     "command_line",
     "device_option",
     "handle_errors",
@@ -60,38 +67,175 @@ class RegistryChoice(click.Choice):
         pass
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally`` runs: locks released, temporaries gone.
+
+    A BaseException (like KeyboardInterrupt): no ``except Exception`` on the way swallows it.
+    """
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception() -> Any:
+    """SIGTERM raises :class:`Terminated` for the length of a command (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def emit_json(record: dict[str, Any]) -> None:
+    """One JSON object as one line on stderr (``--progress jsonl``)."""
+    sys.stderr.write(json.dumps(record, default=str) + "\n")
+    sys.stderr.flush()
+
+
+class JsonLogHandler(logging.Handler):
+    """Log records (and Python warnings) as ``{"event": "log", "level", "logger", "message"}`` lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.name == "py.warnings":  # "path:line: Category: text\n  source": keep "Category: text"
+                first = message.strip().splitlines()[0] if message.strip() else message
+                message = first.split(": ", 1)[1] if ": " in first else first
+            emit_json(
+                {"event": "log", "level": record.levelname.lower(), "logger": record.name, "message": message}
+            )
+        except Exception:  # noqa: BLE001 - a log line must never stop a run
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def json_logging(enabled: bool) -> Any:
+    """While ``enabled``: every log record and Python warning goes to stderr as one JSON object."""
+    if not enabled:
+        yield
+        return
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = JsonLogHandler()
+    root.handlers = [handler]
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.handlers = saved
+
+
+def _progress_mode() -> str:
+    ctx = click.get_current_context(silent=True)
+    return str(ctx.params.get("progress_mode") or "") if ctx is not None else ""
+
+
+def _fail(jsonl: bool, message: str, code: int, event: str = "error") -> None:
+    """End the command: a JSON ``error``/``aborted`` line under ``--progress jsonl``, else ``Error: ...``."""
+    if jsonl:
+        emit_json({"event": event, "message": message, "exit_code": code})
+        raise click.exceptions.Exit(code)
+    if event == "aborted":
+        click.echo(f"Aborted: {message}", err=True)
+        raise click.exceptions.Exit(code)
+    err = click.ClickException(message)
+    err.exit_code = code
+    raise err
+
+
+#: exit statuses of a stopped command: 128 + the signal's number, as shells report them
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+def _describe(err: BaseException) -> tuple[str, int, str]:
+    """The one-line message, exit status and jsonl event of an error that ends a command."""
+    if isinstance(err, (KeyboardInterrupt, Terminated, click.Abort)):
+        name, code = ("SIGTERM", EXIT_SIGTERM) if isinstance(err, Terminated) else ("Ctrl-C", EXIT_SIGINT)
+        return (
+            f"stopped by {name}: the locks are released and nothing was left half-written; run the same "
+            "command again to resume (a segment run keeps its finished tiles)",
+            code,
+            "aborted",
+        )
+    if isinstance(err, click.ClickException):
+        return err.format_message(), err.exit_code, "error"
+    if isinstance(err, GeoPPPError):
+        return str(err), 1, "error"
+    if isinstance(err, OSError):
+        log.debug("operating-system error", exc_info=True)
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        return (
+            f"a file could not be written or read: {err.strerror or err}{where}. Nothing was left "
+            "half-written: free space (is the disk full?) or fix the permissions, then rerun (a segment "
+            "run resumes its finished tiles)",
+            1,
+            "error",
+        )
+    log.debug("unexpected error", exc_info=True)
+    return (
+        f"unexpected {type(err).__name__}: {err}. This is a bug in geo_ppp; rerun with -vv to see the "
+        "traceback and report it",
+        1,
+        "error",
+    )
+
+
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn any error into a one-line message and exit status 1: no traceback reaches a user.
 
     geo_ppp's own errors carry their fix. An operating-system error (a full disk, a folder without
     write permission, a vanished file) is reported as such; outputs are written atomically, so none
     is left half-written. Anything else is a bug: the message says so, and ``-vv`` logs the traceback.
+
+    SIGTERM and Ctrl-C stop the command cleanly: every lock is released and no output is left
+    half-written; the exit status is 143 (SIGTERM) or 130 (Ctrl-C). Under ``--progress jsonl`` every
+    log line and Python warning is a JSON object on stderr, and the command ends with
+    ``{"event": "error", ...}`` or ``{"event": "aborted", ...}`` instead of ``Error: ...``.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit, KeyboardInterrupt):
-            raise
-        except GeoPPPError as err:
-            raise click.ClickException(str(err)) from err
-        except OSError as err:
-            log.debug("operating-system error", exc_info=True)
-            where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-            raise click.ClickException(
-                f"a file could not be written or read: {err.strerror or err}{where}. Nothing was left "
-                "half-written: free space (is the disk full?) or fix the permissions, then rerun (a segment "
-                "run resumes its finished tiles)"
-            ) from err
-        except Exception as err:
-            log.debug("unexpected error", exc_info=True)
-            raise click.ClickException(
-                f"unexpected {type(err).__name__}: {err}. This is a bug in geo_ppp; rerun with -vv to see "
-                "the traceback and report it"
-            ) from err
+        jsonl = _progress_mode() == "jsonl"
+        with _sigterm_as_exception(), json_logging(jsonl):
+            try:
+                return func(*args, **kwargs)
+            except (click.exceptions.Exit, SystemExit):
+                raise
+            except (Exception, KeyboardInterrupt, Terminated) as err:
+                message, code, event = _describe(err)
+        _fail(jsonl, message, code, event)
 
     return wrapper
+
+
+def _asks_jsonl(args: list[str]) -> bool:
+    """Whether a command line asks for ``--progress jsonl`` (read before click parses it)."""
+    return "--progress=jsonl" in args or any(
+        a == "--progress" and b == "jsonl" for a, b in zip(args, args[1:], strict=False)
+    )
+
+
+class ProgressCommand(click.Command):
+    """A command with ``--progress``: under ``jsonl`` even a usage error is one JSON ``error`` line."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        """Parse the arguments; a usage error under ``--progress jsonl`` ends as a JSON line."""
+        jsonl = _asks_jsonl(list(args))
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:
+            if not jsonl:
+                raise
+            _fail(True, err.format_message(), err.exit_code)
+            raise  # not reached: _fail raises
 
 
 def command_line() -> str:

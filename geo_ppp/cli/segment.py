@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from geo_ppp.cli.options import (
+    ProgressCommand,
     RegistryChoice,
     command_line,
     device_option,
@@ -36,7 +37,7 @@ def _presets() -> tuple[str, ...]:
     return PRESET_NAMES
 
 
-@click.command()
+@click.command(cls=ProgressCommand)
 @click.argument("image", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--weak-labels",
@@ -245,7 +246,7 @@ def describe_calibration(record: dict) -> str:
     )
 
 
-@click.command("run")
+@click.command("run", cls=ProgressCommand)
 @click.argument("job", type=click.Path(path_type=Path))
 @scheduler_option
 @click.option("--resume/--no-resume", default=None, help="Reuse finished tiles (default: the spec's; yes).")
@@ -303,7 +304,7 @@ def run_job_command(
         progress.close()
 
 
-@click.command()
+@click.command(cls=ProgressCommand)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),

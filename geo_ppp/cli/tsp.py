@@ -81,19 +81,20 @@ def solve(
 ) -> None:
     """Solve the instances in FILES (text format or TSPLIB .tsp) and write their tours to --out."""
     from geo_ppp.core.weights import load_prior
-    from geo_ppp.outputs import check_outputs
+    from geo_ppp.outputs import claim_outputs
     from geo_ppp.tsp.files import read_problems, write_tours
     from geo_ppp.tsp.run import solve_problems
     from geo_ppp.tsp.solve import SolveConfig
 
-    check_outputs([out], overwrite)
-    problems = read_problems(list(files))
-    dev = resolve_device(device)
-    loaded = None if no_prior else load_prior(prior, device=dev)
-    given = {"steps": steps, "relaxation": relaxation, "batch_size": batch_size}
-    config = SolveConfig(two_opt=not no_two_opt, **{k: v for k, v in given.items() if v is not None})
-    tours, summary = solve_problems(problems, loaded, config, seed=seed, device=dev)
-    write_tours(out, tours)
+    # checked and locked before any work; written atomically
+    with claim_outputs({"--out": out}, overwrite, command_line()):
+        problems = read_problems(list(files))
+        dev = resolve_device(device)
+        loaded = None if no_prior else load_prior(prior, device=dev)
+        given = {"steps": steps, "relaxation": relaxation, "batch_size": batch_size}
+        config = SolveConfig(two_opt=not no_two_opt, **{k: v for k, v in given.items() if v is not None})
+        tours, summary = solve_problems(problems, loaded, config, seed=seed, device=dev)
+        write_tours(out, tours)
     summary = {"command": command_line(), "out": str(out), "device": dev, **summary}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -135,17 +136,22 @@ def render(
 ) -> None:
     """Draw the instances in FILES and their tours as a PNG grid (nodes white, tour edges grey)."""
     from geo_ppp.io.pictures import grid_image, write_png
-    from geo_ppp.outputs import check_outputs
+    from geo_ppp.outputs import claim_outputs
     from geo_ppp.tsp.draw import draw_problems
     from geo_ppp.tsp.files import read_problems, read_tours
 
     if out.suffix.lower() != ".png":
-        raise click.BadParameter("must end in .png", param_hint="--out")
-    check_outputs([out], overwrite)
-    problems = read_problems(list(files))
-    drawn = (
-        read_tours(tours, [p.n for p in problems]) if tours is not None else [p.reference for p in problems]
-    )
-    images = draw_problems(problems[:limit], drawn[:limit], size)
-    write_png(out, grid_image(images, scale=1, pad=2))
+        raise click.BadParameter(
+            f"{out} must end in .png (e.g. {out.with_suffix('.png')})", param_hint="--out"
+        )
+    # checked and locked before any work; written atomically
+    with claim_outputs({"--out": out}, overwrite, command_line()):
+        problems = read_problems(list(files))
+        drawn = (
+            read_tours(tours, [p.n for p in problems])
+            if tours is not None
+            else [p.reference for p in problems]
+        )
+        images = draw_problems(problems[:limit], drawn[:limit], size)
+        write_png(out, grid_image(images, scale=1, pad=2))
     click.echo(f"drew {min(limit, len(problems))} of {len(problems)} instance(s) to {out}")

@@ -243,6 +243,9 @@ def _summary(region: RegionSpec, result: RegionResult) -> str:
         f"region {region.name}: wrote {result.out} ({s['ran']} tiles ran, {s['skipped']} skipped, "
         f"{s['resumed']} resumed)"
     )
+    others = [f"{kind} {path}" for kind, path in result.outputs.items() if kind != "map"]
+    if others:
+        line += "; also " + ", ".join(others)
     calibration = result.config.get("calibration")
     if calibration and calibration.get("status") != "fitted":
         line += f"; calibration skipped ({calibration.get('reason', '')}): per-window model only"
