@@ -60,6 +60,7 @@ def test_a_killed_runs_stale_lock_is_taken_over(tmp_path: Path, tiny_lc_prior: P
     res = _segment(tiny_lc_prior, "--out", str(out))
     assert res.returncode == 0, res.stdout + res.stderr
     assert out.exists() and not lock.exists()
+    assert f"took over the lock on {out} of process {pid}" in res.stderr and "killed" in res.stderr  # said so
 
 
 def test_two_real_runs_onto_one_output_and_a_file_that_appears_meanwhile(tmp_path: Path,

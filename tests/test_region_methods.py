@@ -162,6 +162,7 @@ def test_distill_maps_a_region_saves_its_segmenter_and_the_segmenter_maps_anothe
     config = json.loads((tmp_path / "a.tif.json").read_text())
     assert config["method"] == "distill" and config["train_steps"] == 30 and config["distill_tiles"] == 1
     assert res.stats["ran"] == res.stats["tiles"] == 2
+    assert res.outputs["segmenter"] == tmp_path / "seg"  # named with the products (summary, jsonl outputs)
     # one teacher tile (plug-and-play), then 30 training steps, then both tiles mapped by the segmenter
     assert len(list((work / "teacher" / "tiles").glob("*.npy"))) == 1
     assert ("teacher", 1, 1) in stages and ("train", 30, 30) in stages
