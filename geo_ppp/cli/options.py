@@ -314,7 +314,8 @@ progress_option = click.option(
     default="bar",
     show_default=True,
     help="bar: a terminal progress bar (none with -q); jsonl: one JSON object per line on stderr "
-    "(the plan with the total tile count first, one line per tile, then the outputs); none.",
+    "(the plan with the total tile count first, one line per tile, then the outputs; logs, warnings and "
+    "errors as JSON too); none.",
 )
 
 

@@ -83,8 +83,11 @@ class JsonLines(RunObserver):
     Lines, in order: ``{"event": "plan", "region", "tiles", "total", "workdir"}`` for every region
     before any tile runs (``total``: the tiles of every region planned so far); ``{"event": "tile",
     "done", "total", "tile", "status"}`` per tile; ``{"event": "stage", "stage", "done", "total"}``
-    for a region-trained method's teacher tiles and training steps; ``{"event": "outputs", "region",
-    "outputs", "stats"}`` per region published. Errors stay one plain ``Error: ...`` line.
+    for the calibration, a region-trained method's teacher tiles and training steps; ``{"event":
+    "outputs", "region", "outputs", "stats"}`` per region published. Log records and warnings are
+    ``{"event": "log", ...}`` lines and a run that fails or is stopped ends with ``{"event": "error",
+    ...}`` or ``{"event": "aborted", ...}`` (:func:`geo_ppp.cli.options.handle_errors`). The schema:
+    ``docs/progress-jsonl.md``.
     """
 
     def __init__(self, stream: Any = None) -> None:
