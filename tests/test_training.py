@@ -52,7 +52,7 @@ def test_resume_refuses_other_settings(tmp_path):
     train_ddpm(
         _fresh(), NoiseSchedule.create(), x, TrainConfig(steps=2, batch_size=4), tmp_path, progress=False
     )
-    with pytest.raises(ConfigError, match="other settings"):
+    with pytest.raises(ConfigError, match="was trained with --batch-size 4 .this run: 8.; pass the same value"):
         train_ddpm(
             _fresh(), NoiseSchedule.create(), x, TrainConfig(steps=4, batch_size=8), tmp_path, progress=False
         )

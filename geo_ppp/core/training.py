@@ -13,13 +13,22 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from geo_ppp.core.atomic import atomic_folder
+from geo_ppp.core.checkpoints import (
+    carry,
+    inside,
+    model_identity,
+    optimizer_tensors,
+    restore_optimizer,
+    resume_problem,
+)
 from geo_ppp.core.config import config_from_mapping, config_to_dict
 from geo_ppp.core.denoisers import Denoiser
 from geo_ppp.core.schedules import NoiseSchedule
@@ -147,28 +156,8 @@ class TrainResult:
     resumed_from: int
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
-    state = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, float]] = {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            if torch.is_tensor(value):
-                tensors[f"opt.{pid}.{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = float(value)
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict[str, object]] = {}
-    for name, value in tensors.items():
-        if name.startswith("opt."):
-            _, pid, key = name.split(".", 2)
-            state.setdefault(int(pid), {})[key] = value
-    for pid, values in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+#: ``writer(steps_done, ema, losses, write)``: see ``checkpoint_writer`` of :func:`train_ddpm`.
+CheckpointWriter = Callable[[int, Denoiser, list[float], Callable[[Path], None]], None]
 
 
 def _loss(
@@ -213,6 +202,9 @@ def train_ddpm(
     callback: Callable[[int, float], None] | None = None,
     on_checkpoint: Callable[[int, Denoiser, list[float]], None] | None = None,
     bf16: bool = False,
+    identity: Mapping[str, object] | None = None,
+    restart_on_mismatch: bool = False,
+    checkpoint_writer: CheckpointWriter | None = None,
 ) -> TrainResult:
     """Train ``denoiser`` on ``data`` to predict its target (noise, or velocity for a v-model).
 
@@ -230,6 +222,15 @@ def train_ddpm(
             (for example to publish the prior so far, so that a stopped run leaves a usable one).
         bf16: run the forward pass under bfloat16 autocast on CUDA (weights, optimiser state and
             the loss stay float32; ignored on the CPU). A bf16 run may resume an fp32 checkpoint.
+        identity: what the checkpoint was made from beyond ``config`` (a digest of the data, the
+            model's settings...), keyed by the option that sets it (``--base-channels``); saved in
+            the checkpoint, and a checkpoint made from other values is not resumed.
+        restart_on_mismatch: a checkpoint of other settings (or past ``config.steps``) is ignored and
+            training starts over (``--overwrite``) instead of refusing, naming what differs.
+        checkpoint_writer: called as ``checkpoint_writer(steps_done, ema, losses, write)`` at each
+            checkpoint instead of writing ``workdir/checkpoint.safetensors`` and calling
+            ``on_checkpoint``; ``write(path)`` writes the checkpoint (:func:`train_and_publish` puts
+            it into the published folder, so prior and checkpoint appear together).
 
     Returns:
         A :class:`TrainResult` whose ``ema`` is the prior to save.
@@ -252,35 +253,33 @@ def train_ddpm(
     start = 0
 
     ckpt = Path(workdir) / "checkpoint.safetensors" if workdir is not None else None
+    identity = {**model_identity(model), **dict(identity or {})}
     if ckpt is not None and ckpt.exists() and resume:
         tensors, meta = read_safetensors(ckpt)
-        saved = json.loads(meta["train_config"])
-        defaults = TrainConfig().to_dict()
-        mismatch = {
-            k: (saved.get(k, defaults[k]), v)
-            for k, v in config.to_dict().items()
-            if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v
-        }
-        if mismatch:
-            raise ConfigError(
-                f"checkpoint {ckpt} was made with other settings {mismatch} (saved, now); "
-                "use the same settings, another workdir, or --no-resume"
-            )
-        try:
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        except RuntimeError as err:
-            raise WeightsError(f"checkpoint {ckpt} does not fit this model: {err}") from err
-        _restore_optimizer(opt, tensors, json.loads(meta["optimizer"]))
-        gen.set_state(tensors["rng"])
-        losses = tensors["losses"].tolist()
-        start = int(meta["step"])
-        log.info("resumed training from %s at step %d", ckpt, start)
+        problem = resume_problem(
+            ckpt, meta, config.to_dict(), TrainConfig().to_dict(), RESUMABLE_CHANGES, identity
+        )
+        if problem and not restart_on_mismatch:
+            raise ConfigError(problem)
+        if problem:
+            log.warning("%s: starting over (--overwrite)", problem.split(";")[0])
+        else:
+            try:
+                model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+                ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+            except RuntimeError as err:
+                raise WeightsError(
+                    f"the checkpoint {ckpt} does not fit this model ({str(err).splitlines()[0].strip()}); "
+                    "pass the settings it was trained with, or --overwrite / --no-resume to start over"
+                ) from None
+            restore_optimizer(opt, tensors, json.loads(meta["optimizer"]))
+            gen.set_state(tensors["rng"])
+            losses = tensors["losses"].tolist()
+            start = int(meta["step"])
+            log.info("resumed training from %s at step %d", ckpt, start)
 
-    def save(step: int) -> None:
-        if ckpt is None:
-            return
-        opt_tensors, opt_meta = _optimizer_tensors(opt)
+    def write(path: Path, step: int) -> None:
+        opt_tensors, opt_meta = optimizer_tensors(opt)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
         tensors.update(opt_tensors)
@@ -290,8 +289,9 @@ def train_ddpm(
             "step": str(step),
             "train_config": json.dumps(config.to_dict()),
             "optimizer": json.dumps(opt_meta),
+            "identity": json.dumps(identity, sort_keys=True, default=str),
         }
-        write_safetensors(ckpt, tensors, meta)
+        write_safetensors(path, tensors, meta)
 
     bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train", unit="step")
     for step in range(start, config.steps):
@@ -322,9 +322,14 @@ def train_ddpm(
             recent = losses[-200:]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            save(step + 1)
+            done = step + 1
+            if checkpoint_writer is not None:
+                checkpoint_writer(done, ema, losses, lambda path, done=done: write(Path(path), done))
+                continue
+            if ckpt is not None:
+                write(ckpt, done)
             if on_checkpoint is not None:
-                on_checkpoint(step + 1, ema, losses)
+                on_checkpoint(done, ema, losses)
     bar.close()
     model.eval()
     return TrainResult(ema=ema.freeze(), model=model, losses=losses, resumed_from=start)
@@ -342,19 +347,57 @@ def train_and_publish(
     device: torch.device | str = "cpu",
     progress: bool = True,
     bf16: bool = False,
+    identity: Mapping[str, object] | None = None,
+    restart_on_mismatch: bool = False,
 ) -> Prior:
     """:func:`train_ddpm`, publishing the EMA prior to ``out`` at every checkpoint and at the end.
 
-    A stopped run leaves a usable prior; ``meta_at(steps_done, losses)`` gives its metadata.
+    A stopped run leaves a usable prior; ``meta_at(steps_done, losses)`` gives its metadata. Each
+    publication is one atomic folder swap (:func:`~geo_ppp.core.atomic.atomic_folder`): ``out`` holds
+    the weights and config of one checkpoint, never a mix, and nothing until the first checkpoint, so
+    a run that fails before it leaves no folder. A ``workdir`` inside ``out`` (the default
+    ``out/.train``) is part of the swap: its checkpoint is written into the new folder with the prior
+    it belongs to, and its other files are carried over (hard links).
     """
+    out = Path(out)
+    work = Path(workdir) if workdir is not None else None
+    within = work is not None and inside(work, out)
 
-    def publish(steps_done: int, ema: Denoiser, losses: list[float]) -> None:
+    def publish(
+        steps_done: int, ema: Denoiser, losses: list[float], write: Callable[[Path], None] | None
+    ) -> None:
         snapshot = copy.deepcopy(ema).eval()
-        save_prior(Prior(denoiser=snapshot, schedule=schedule, meta=meta_at(steps_done, losses)), out)
+        prior = Prior(denoiser=snapshot, schedule=schedule, meta=meta_at(steps_done, losses))
+        if work is not None and not within and write is not None:
+            write(work / "checkpoint.safetensors")  # its own folder: written first, then the prior
+        with atomic_folder(out) as tmp:
+            save_prior(prior, tmp)
+            if within and work is not None:
+                rel = work.absolute().relative_to(out.absolute())
+                carry(work, tmp / rel)
+                if write is not None:
+                    write(tmp / rel / "checkpoint.safetensors")
+
+    def at_checkpoint(
+        steps_done: int, ema: Denoiser, losses: list[float], write: Callable[[Path], None]
+    ) -> None:
+        publish(steps_done, ema, losses, write if work is not None else None)
 
     result = train_ddpm(
-        denoiser, schedule, data, config, workdir, resume, device, progress, on_checkpoint=publish, bf16=bf16
+        denoiser,
+        schedule,
+        data,
+        config,
+        work,
+        resume,
+        device,
+        progress,
+        bf16=bf16,
+        identity=identity,
+        restart_on_mismatch=restart_on_mismatch,
+        checkpoint_writer=at_checkpoint,
     )
+    if result.resumed_from >= config.steps:  # nothing trained: the checkpoint's prior, republished
+        publish(config.steps, result.ema, result.losses, None)
     prior = Prior(denoiser=result.ema, schedule=schedule, meta=meta_at(config.steps, result.losses))
-    save_prior(prior, out)
     return prior

@@ -22,13 +22,12 @@ from torch.nn import functional as F
 
 from geo_ppp.core.denoisers import UNetDenoiser
 from geo_ppp.core.schedules import NoiseSchedule
-from geo_ppp.core.training import TrainConfig, train_ddpm
+from geo_ppp.core.training import TrainConfig, train_and_publish
 from geo_ppp.core.unet import UNetConfig
 from geo_ppp.core.weights import (
     SHIPPED_WEIGHTS,
     Prior,
     read_safetensors,
-    save_prior,
     write_safetensors,
 )
 from geo_ppp.errors import ConfigError
@@ -222,6 +221,7 @@ def train_digits_prior(
     progress: bool = True,
     unet: dict[str, object] | None = None,
     command: str = "",
+    restart_on_mismatch: bool = False,
 ) -> Prior:
     """Train a DDPM prior on the ``prior`` split of the digits and save it to ``out``.
 
@@ -235,31 +235,37 @@ def train_digits_prior(
         progress: show a progress bar.
         unet: U-Net config overrides (for example a tiny model for tests).
         command: the command line, recorded in the prior's metadata.
+        restart_on_mismatch: replace a checkpoint of other settings instead of refusing it.
 
     Returns:
         The trained (EMA) prior, as saved.
     """
     x, _ = load_digits("prior")
     unet_config = UNetConfig(**{**PRIOR_UNET, **(unet or {})})  # type: ignore[arg-type]
-    train = TrainConfig(**{**PRIOR_TRAIN, "seed": seed, **({"steps": steps} if steps else {})})
+    train = TrainConfig(**{**PRIOR_TRAIN, "seed": seed, **({"steps": steps} if steps is not None else {})})
     torch.manual_seed(seed)  # weight initialisation
     denoiser = UNetDenoiser(unet_config)
     schedule = NoiseSchedule.create("linear", 1000)
     workdir = Path(workdir) if workdir is not None else Path(out) / ".train"
-    result = train_ddpm(denoiser, schedule, x, train, workdir, resume, device, progress)
-    recent = result.losses[-500:]
-    meta = {
-        "name": "digits",
-        "data": "scikit-learn load_digits, 'prior' split (2/3, permutation seed 0), "
-        "8x8 upsampled bilinearly to 16x16, scaled to [-1, 1]",
-        "image_size": IMAGE_SIZE,
-        "value_range": [-1.0, 1.0],
-        "classifier": CLASSIFIER_NAME,
-        "pnp": DIGITS_PNP,
-        "train": train.to_dict(),
-        "final_loss": sum(recent) / len(recent),
-        "command": command,
-    }
-    prior = Prior(denoiser=result.ema, schedule=schedule, meta=meta)
-    save_prior(prior, out)
-    return prior
+
+    def meta_at(steps_done: int, losses: list[float]) -> dict[str, object]:
+        recent = losses[-500:] or [float("nan")]
+        return {
+            "name": "digits",
+            "data": "scikit-learn load_digits, 'prior' split (2/3, permutation seed 0), "
+            "8x8 upsampled bilinearly to 16x16, scaled to [-1, 1]",
+            "image_size": IMAGE_SIZE,
+            "value_range": [-1.0, 1.0],
+            "classifier": CLASSIFIER_NAME,
+            "pnp": DIGITS_PNP,
+            "train": train.to_dict(),
+            "trained_steps": steps_done,
+            "final_loss": sum(recent) / len(recent),
+            "command": command,
+        }
+
+    return train_and_publish(
+        denoiser, schedule, x, train, out, meta_at, workdir, resume, device, progress,
+        restart_on_mismatch=restart_on_mismatch,
+    )
+

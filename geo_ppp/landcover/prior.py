@@ -7,6 +7,7 @@ plug-and-play settings.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -121,6 +122,7 @@ def train_landcover_prior(
     train_overrides: dict[str, object] | None = None,
     bf16: bool = False,
     balance: float = 0.0,
+    restart_on_mismatch: bool = False,
 ) -> Prior:
     """Train a DDPM prior on label windows drawn (with torchgeo) from ``sources``, and save it.
 
@@ -149,14 +151,34 @@ def train_landcover_prior(
         bf16: bfloat16 autocast on CUDA.
         balance: class-aware window sampling: windows holding rare classes are drawn more often
             (see :func:`~geo_ppp.landcover.prior_data.window_weights`); 0 draws them uniformly.
+        restart_on_mismatch: a checkpoint made from other data or settings is not continued but
+            replaced (``--overwrite``); without, it is refused, naming what differs.
+
+    A checkpoint is tied to a digest of the windows drawn and to the options that shaped the
+    model and its training; the same command and seed give bit-identical weights, and a stopped run
+    resumed ends with the weights of an uninterrupted one.
     """
     legend = load_legend(legend)
     if not sources:
         raise ConfigError("give at least one label source (--labels PATH[,PATH...][@WEIGHT])")
+    config = UNetConfig(**{**LANDCOVER_UNET, "in_channels": legend.num_classes, **(unet or {})})  # type: ignore[arg-type]
+    overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size}.items() if v is not None}
+    train = TrainConfig(**{**LANDCOVER_TRAIN, "seed": seed, **(train_overrides or {}), **overrides})  # type: ignore[arg-type]
+    diffusion = {**LANDCOVER_DIFFUSION}
+    given = {"schedule": schedule, "prediction": prediction, "crop": crop}
+    diffusion.update({k: v for k, v in given.items() if v is not None})
+    crop_cells = int(diffusion["crop"]) if diffusion["crop"] is not None else size  # type: ignore[arg-type]
+    factor = config.downsample_factor
+    if size % factor or crop_cells % factor or not 0 < crop_cells <= size:
+        raise ConfigError(
+            f"--crop {crop_cells} does not fit: the crop and the window ({size} cells) must be multiples of "
+            f"the U-Net's {factor}, the crop {factor}..{size}; e.g. --crop 32"
+        )
     for src in sources:  # every source checked before any window is drawn
         check_label_rasters(src.paths, legend, window_m)
     pools = []
     described = []
+    digest = hashlib.sha256()
     for i, src in enumerate(sources):
         ds = label_dataset(src.paths)
         windows = sample_label_windows(
@@ -169,6 +191,7 @@ def train_landcover_prior(
             split="train" if holdout else "all",
         )
         pools.append(onehot_pm1(windows, legend.num_classes))
+        digest.update(np.ascontiguousarray(windows, dtype=np.int64).tobytes() + repr(src.weight).encode())
         freq = np.bincount(windows.ravel(), minlength=legend.num_classes) / windows.size
         described.append(
             {
@@ -179,24 +202,11 @@ def train_landcover_prior(
             }
         )
         log.info("source %s: %d windows, class fractions %s", src.paths, windows.shape[0], freq.round(3))
-    config = UNetConfig(**{**LANDCOVER_UNET, "in_channels": legend.num_classes, **(unet or {})})  # type: ignore[arg-type]
-    overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size}.items() if v}
-    train = TrainConfig(**{**LANDCOVER_TRAIN, "seed": seed, **(train_overrides or {}), **overrides})  # type: ignore[arg-type]
     total = sum(int(p.shape[0]) for p in pools)
     if total < train.batch_size:
         raise ConfigError(
             f"only {total} label windows were drawn, fewer than the batch size {train.batch_size}; "
             "give more label rasters, raise --windows, or lower --batch-size"
-        )
-    diffusion = {**LANDCOVER_DIFFUSION}
-    diffusion.update(
-        {k: v for k, v in {"schedule": schedule, "prediction": prediction, "crop": crop}.items() if v}
-    )
-    crop_cells = int(diffusion["crop"]) if diffusion["crop"] else size  # type: ignore[arg-type]
-    if size % config.downsample_factor or crop_cells % config.downsample_factor or crop_cells > size:
-        raise ConfigError(
-            f"window size {size} and crop {crop_cells} must be multiples of the U-Net's "
-            f"{config.downsample_factor}, and the crop at most the window"
         )
     torch.manual_seed(seed)
     noise_schedule = NoiseSchedule.create(str(diffusion["schedule"]), 1000)
@@ -230,8 +240,18 @@ def train_landcover_prior(
             **carried,
         }
 
+    identity = {
+        "--labels/--windows (sha256 of the windows drawn)": digest.hexdigest()[:16],
+        "--legend": [legend.name, *legend.codes],
+        "--crop": crop_cells,
+        "--balance": balance,
+        "--schedule": str(diffusion["schedule"]),
+        "window (m, cells)": [window_m, size],
+        "held-out blocks": holdout,
+    }
     return train_and_publish(
-        denoiser, noise_schedule, batches, train, out, meta_at, workdir, resume, device, progress, bf16=bf16
+        denoiser, noise_schedule, batches, train, out, meta_at, workdir, resume, device, progress, bf16=bf16,
+        identity=identity, restart_on_mismatch=restart_on_mismatch,
     )
 
 
