@@ -113,3 +113,23 @@ def test_distill_reports_its_stages_and_a_saved_segmenter_maps_through_the_plugi
     assert "--method" not in cmd
     report, _ = runner.run(cmd)
     assert report.done == report.total == 9 and Path(report.outputs["map"]).exists()
+
+
+def test_the_plugin_has_no_import_cycle():
+    """Every import between the plugin's modules (in functions too) runs one way; the settings module
+    is what the provider and the algorithms share."""
+    import ast
+
+    from tests.test_layering import _cycles
+
+    package = ROOT / "qgis_plugin" / "geo_ppp_qgis"
+    modules = {p.stem for p in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        edges = graph.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                edges.update(t.split(".")[0] for t in targets if t.split(".")[0] in modules)
+    assert "settings" in graph["provider"] and "settings" in graph["algorithms"]
+    assert not _cycles(graph), _cycles(graph)

@@ -31,6 +31,7 @@ from qgis.core import (
 )
 
 from .runner import Cancelled, GeoPPPFailed, GeoPPPNotFound, find_executable, run, segment_command
+from .settings import executable_setting
 
 DEVICES = ["auto", "cpu", "cuda"]
 #: geo-ppp segment --method (labels shown in QGIS, values passed on)
@@ -54,8 +55,6 @@ def _file_of(layer):
 
 
 def _executable():
-    from .provider import executable_setting
-
     try:
         return find_executable(executable_setting())
     except GeoPPPNotFound as err:
@@ -76,6 +75,8 @@ def _run(cmd, feedback):
             feedback.pushInfo(f"{event.get('stage')}: {event.get('done')} of {event.get('total')} done")
         elif kind == "outputs":
             feedback.pushInfo("wrote " + ", ".join(event.get("outputs", {}).values()))
+        elif kind == "log" and event.get("level") in ("warning", "error", "critical"):
+            feedback.pushWarning(str(event.get("message", "")))
 
     def on_message(line):
         if not line.startswith("Error:"):  # the error itself becomes the algorithm's error

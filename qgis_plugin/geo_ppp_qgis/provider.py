@@ -1,20 +1,9 @@
-"""The "geo_ppp" Processing provider (id ``geoppp``) and its setting: the geo-ppp executable."""
+"""The "geo_ppp" Processing provider (id ``geoppp``); it registers the executable setting (settings.py)."""
 
 from qgis.core import QgsProcessingProvider
 
 from .algorithms import EvaluateAlgorithm, SegmentAlgorithm
-
-#: the Processing setting naming the executable (Settings > Options > Processing > Providers > geo_ppp)
-EXE_SETTING = "GEO_PPP_EXECUTABLE"
-
-
-def executable_setting():
-    """The executable set in the Processing options, or None."""
-    try:
-        from processing.core.ProcessingConfig import ProcessingConfig
-    except ImportError:  # Processing not loaded
-        return None
-    return ProcessingConfig.getSetting(EXE_SETTING) or None
+from .settings import EXE_SETTING
 
 
 class GeoPPPProvider(QgsProcessingProvider):

@@ -86,7 +86,7 @@ def clean_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
 
 @dataclass
 class RunReport:
-    """What a run reported: the plan's total, tiles done, the outputs, and every non-JSON line."""
+    """What a run reported: the plan's total, tiles done, outputs, error and messages (warnings)."""
 
     total: int = 0
     done: int = 0
@@ -94,6 +94,7 @@ class RunReport:
     outputs: dict[str, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def feed(self, line: str) -> dict[str, Any] | None:
         """Take one stderr line; returns the event if it was one (else keeps it as a message)."""
@@ -118,6 +119,10 @@ class RunReport:
         elif kind == "outputs":
             self.outputs.update({k: str(v) for k, v in event.get("outputs", {}).items()})
             self.stats = dict(event.get("stats", {}))
+        elif kind in ("error", "aborted"):  # the last line of a failed or stopped run
+            self.errors.append(str(event.get("message", "")).strip() or f"geo-ppp {kind}")
+        elif kind == "log" and str(event.get("level")) in ("warning", "error", "critical"):
+            self.messages.append(str(event.get("message", "")))
         return event
 
     @property
@@ -126,8 +131,9 @@ class RunReport:
         return 100.0 * self.done / self.total if self.total else 0.0
 
     def error(self) -> str:
-        """geo-ppp's own error message (its ``Error: ...`` lines), else its last lines."""
-        errors = [m.split("Error:", 1)[1].strip() for m in self.messages if m.startswith("Error:")]
+        """geo-ppp's own error message (its ``error`` event, or ``Error: ...`` lines), else its last lines."""
+        old_style = [m.split("Error:", 1)[1].strip() for m in self.messages if m.startswith("Error:")]
+        errors = self.errors + old_style
         if errors:
             return "\n".join(errors)
         return "\n".join(self.messages[-10:]) or "geo-ppp stopped without a message"
