@@ -133,3 +133,13 @@ def test_the_plugin_has_no_import_cycle():
                 edges.update(t.split(".")[0] for t in targets if t.split(".")[0] in modules)
     assert "settings" in graph["provider"] and "settings" in graph["algorithms"]
     assert not _cycles(graph), _cycles(graph)
+
+
+def test_the_error_event_is_the_message_and_warnings_are_kept():
+    report = runner.RunReport()
+    for line in ('{"event": "log", "level": "warning", "logger": "py.warnings", "message": "careful"}',
+                 '{"event": "log", "level": "debug", "logger": "geo_ppp", "message": "noise"}',
+                 '{"event": "error", "message": "tile size 100 does not fit the prior", "exit_code": 1}'):
+        assert report.feed(line) is not None
+    assert report.error() == "tile size 100 does not fit the prior" and report.messages == ["careful"]
+    assert runner.RunReport(messages=["Error: old style"]).error() == "old style"
