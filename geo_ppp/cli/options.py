@@ -338,3 +338,15 @@ def verbosity_options(func: Callable[..., Any]) -> Callable[..., Any]:
         count=True,
         help="More logging: -v which tiles ran or were skipped and why, -vv debug.",
     )(func)
+
+
+#: The largest seed: seeds are offset per source and per sample (seed * 1_000_003 + i) in 64-bit integers.
+MAX_SEED = 2**32 - 1
+
+checked_seed_option = click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=0,
+    show_default=True,
+    help=f"Random seed, 0..{MAX_SEED}.",
+)

@@ -10,12 +10,12 @@ import click
 
 from geo_ppp.cli.options import (
     RegistryChoice,
+    checked_seed_option,
     command_line,
     device_option,
     handle_errors,
     overwrite_option,
     resolve_device,
-    seed_option,
 )
 
 log = logging.getLogger("geo_ppp")
@@ -48,9 +48,11 @@ def _loss_weightings() -> tuple[str, ...]:
     help="Training data: sklearn digits, land-cover label rasters given with --labels, or uniform TSP "
     "instances labelled with fast-tsp (--nodes, --instances).",
 )
-@click.option("--nodes", type=int, default=50, show_default=True, help="Nodes per instance (tsp).")
 @click.option(
-    "--instances", type=int, default=None,
+    "--nodes", type=click.IntRange(min=4), default=50, show_default=True, help="Nodes per instance (tsp)."
+)
+@click.option(
+    "--instances", type=click.IntRange(min=1), default=None,
     help="Labelled instances, cached in the workdir (tsp; default: the shipped prior's, 20000).",
 )
 @click.option(
@@ -61,11 +63,22 @@ def _loss_weightings() -> tuple[str, ...]:
     "repeat for several sources.",
 )
 @click.option("--legend", default="chesapeake", show_default=True, help="Legend name or JSON (landcover).")
-@click.option("--windows", type=int, default=2000, show_default=True, help="Windows drawn per label source.")
-@click.option("--batch-size", type=int, default=None, help="Batch size (default: the shipped prior's).")
+@click.option(
+    "--windows", type=click.IntRange(min=1), default=2000, show_default=True,
+    help="Windows drawn per label source (at most what half the memory holds).",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None,
+    help="Batch size (default: the shipped prior's).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output prior folder.")
-@click.option("--steps", type=int, default=None, help="Training steps (default: the shipped prior's).")
-@click.option("--base-channels", type=int, default=None, help="U-Net width (default: the shipped prior's).")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="Training steps (default: the shipped prior's)."
+)
+@click.option(
+    "--base-channels", type=click.IntRange(min=1, max=512), default=None,
+    help="U-Net width (default: the shipped prior's).",
+)
 @click.option(
     "--schedule", type=RegistryChoice(_schedules), default=None,
     help="Noise schedule (landcover; default: the shipped prior's, cosine).",
@@ -75,7 +88,7 @@ def _loss_weightings() -> tuple[str, ...]:
     help="What the U-Net predicts (landcover; default: the shipped prior's, v).",
 )
 @click.option(
-    "--crop", type=int, default=None,
+    "--crop", type=click.IntRange(min=8), default=None,
     help="Train on random crops of this many cells (landcover; default: the shipped prior's, 32).",
 )
 @click.option(
@@ -83,7 +96,7 @@ def _loss_weightings() -> tuple[str, ...]:
     help="Per-timestep loss weights (landcover; default: the shipped prior's, min_snr).",
 )
 @click.option(
-    "--balance", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+    "--balance", type=click.FloatRange(min=0.0, max=10.0), default=0.0, show_default=True,
     help="Class-aware window sampling (landcover): draw windows holding rare classes more often; "
     "0 draws uniformly, 1 about balances the classes.",
 )
@@ -102,7 +115,7 @@ def _loss_weightings() -> tuple[str, ...]:
     "--workdir", type=click.Path(path_type=Path), default=None, help="Checkpoint folder (default OUT/.train)."
 )
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from a checkpoint.")
-@seed_option
+@checked_seed_option
 @device_option
 @overwrite_option
 @handle_errors
@@ -133,38 +146,84 @@ def train_prior(
 ) -> None:
     """Train a DDPM prior and save it as safetensors + config.json."""
     from geo_ppp.generation.digits import train_digits_prior
-    from geo_ppp.outputs import check_outputs
+    from geo_ppp.outputs import RunLock
 
-    if (out / "config.json").exists() and not overwrite and not (resume and _unfinished_prior(out)):
-        raise click.ClickException(f"{out} already holds a prior; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    check_outputs([out / "model.safetensors"], overwrite=True)
-    unet = {"base_channels": base_channels} if base_channels else None
+    workdir = workdir if workdir is not None else out / ".train"
+    if dataset == "landcover" and not label_specs:
+        raise click.UsageError("--dataset landcover needs --labels PATH[,PATH...][@WEIGHT]")
+    _check_folder_out(out, overwrite, "prior", resume_ok=resume and _unfinished_prior(out), workdir=workdir)
+    unet = {"base_channels": base_channels} if base_channels is not None else None
     progress = not log.isEnabledFor(logging.DEBUG) and sys.stderr.isatty()
-    if dataset == "landcover":
-        from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
-
-        if not label_specs:
-            raise click.UsageError("--dataset landcover needs --labels PATH[,PATH...][@WEIGHT]")
     common = {
         "steps": steps, "seed": seed, "workdir": workdir, "resume": resume, "device": resolve_device(device),
         "progress": progress, "unet": unet, "command": command_line(),
     }
-    if dataset == "landcover":
-        sources = [LabelSource.parse(s, windows) for s in label_specs]
-        prior = train_landcover_prior(
-            out, sources, legend, batch_size=batch_size, schedule=schedule, prediction=prediction, crop=crop,
-            train_overrides=_given(loss_weighting=loss_weighting, ema_decay=ema_decay, cooldown=cooldown),
-            bf16=bf16,
-            balance=balance, **common,
-        )
-    elif dataset == "tsp":
-        from geo_ppp.tsp.prior import train_tsp_prior
+    locked = [out] if _inside(workdir, out) else [out, workdir]
+    with RunLock(locked, common["command"]):  # type: ignore[arg-type]
+        if dataset == "landcover":
+            from geo_ppp.landcover.prior import LabelSource, train_landcover_prior
 
-        prior = train_tsp_prior(out, nodes=nodes, instances=instances, batch_size=batch_size, **common)
-    else:
-        prior = train_digits_prior(out, **common)
-    click.echo(f"wrote prior to {out} (final loss {prior.meta['final_loss']:.4f})")
+            sources = [LabelSource.parse(s, windows) for s in label_specs]
+            prior = train_landcover_prior(
+                out, sources, legend, batch_size=batch_size, schedule=schedule, prediction=prediction,
+                crop=crop,
+                train_overrides=_given(loss_weighting=loss_weighting, ema_decay=ema_decay, cooldown=cooldown),
+                bf16=bf16, balance=balance, restart_on_mismatch=overwrite, **common,
+            )
+        elif dataset == "tsp":
+            from geo_ppp.tsp.prior import train_tsp_prior
+
+            prior = train_tsp_prior(out, nodes=nodes, instances=instances, batch_size=batch_size, **common)
+        else:
+            prior = train_digits_prior(out, restart_on_mismatch=overwrite, **common)
+    click.echo(
+        f"wrote prior {out} ({out / 'model.safetensors'}, {out / 'config.json'}; checkpoint "
+        f"{workdir / 'checkpoint.safetensors'}; final loss {prior.meta['final_loss']:.4f})"
+    )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    from geo_ppp.core.checkpoints import inside
+
+    return inside(path, folder)
+
+
+def _check_folder_out(
+    out: Path, overwrite: bool, holds: str, resume_ok: bool = False, workdir: Path | None = None
+) -> None:
+    """Before any work: ``out`` may become a folder output holding a ``holds`` (published whole).
+
+    Raises:
+        OutputError / OutputExistsError: a file in the way, a folder that holds a finished output or
+            other things (without --overwrite), a parent that cannot be written.
+    """
+    import os
+
+    from geo_ppp.errors import OutputExistsError
+    from geo_ppp.outputs import OutputError
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(
+            f"--out {out} is a file; this command writes a {holds} folder there: give a folder path "
+            "(a new one, or one holding a previous run's output with --overwrite)"
+        )
+    if out.is_dir() and not overwrite and not resume_ok:
+        if (out / "config.json").exists() or (out / "model.safetensors").exists():
+            raise OutputExistsError(f"{out} already holds a {holds}; pass --overwrite to replace it")
+        others = [p for p in out.iterdir() if workdir is None or not _inside(p, workdir)]
+        if others:
+            raise OutputExistsError(
+                f"{out} exists and holds other files ({others[0].name}, ...); pass --overwrite to replace "
+                "the folder (its contents go), or choose another --out"
+            )
+    if workdir is not None and workdir.exists() and not workdir.is_dir():
+        raise OutputError(f"--workdir {workdir} is a file; give a folder for the checkpoints")
+    parent = out.absolute().parent
+    ancestor = next((a for a in (parent, *parent.parents) if a.exists()), None)
+    if ancestor is None or not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise OutputError(
+            f"--out {out} cannot be written: {ancestor} is not a writable folder; choose another --out"
+        )
 
 
 def _given(**settings: object) -> dict[str, object]:
@@ -185,20 +244,26 @@ def _unfinished_prior(folder: Path) -> bool:
 
 @click.command("train-classifier")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--epochs", type=int, default=40, show_default=True)
-@seed_option
+@click.option("--epochs", type=click.IntRange(min=1, max=10000), default=40, show_default=True)
+@checked_seed_option
 @overwrite_option
 @handle_errors
 def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None:
     """Train the digits classifier used by the class=K constraint."""
+    from geo_ppp.core.atomic import atomic_folder
     from geo_ppp.generation.digits import save_digit_classifier, train_digit_classifier
-    from geo_ppp.outputs import check_outputs
+    from geo_ppp.outputs import RunLock
 
-    out.mkdir(parents=True, exist_ok=True)
-    check_outputs([out / "model.safetensors"], overwrite)
-    model, stats = train_digit_classifier(epochs=epochs, seed=seed)
-    save_digit_classifier(model, out, {**stats, "command": command_line(), "seed": seed, "epochs": epochs})
-    click.echo(f"wrote classifier to {out} (accuracy on the judge split {stats['judge_accuracy']:.3f})")
+    _check_folder_out(out, overwrite, "classifier")
+    command = command_line()
+    with RunLock([out], command):
+        model, stats = train_digit_classifier(epochs=epochs, seed=seed)
+        with atomic_folder(out) as tmp:
+            save_digit_classifier(model, tmp, {**stats, "command": command, "seed": seed, "epochs": epochs})
+    click.echo(
+        f"wrote classifier {out / 'model.safetensors'} "
+        f"(accuracy on the judge split {stats['judge_accuracy']:.3f})"
+    )
 
 
 @click.command("export-onnx")

@@ -80,7 +80,7 @@ def resume_problem(
     differ = [k for k in now if k in saved and saved[k] != now[k]]
     where = ckpt.parent
     if differ:
-        was = "; ".join(f"{k} {_short(saved[k])} (this run: {_short(now[k])})" for k in differ)
+        was = " and ".join(f"{k} {_short(saved[k])} (this run: {_short(now[k])})" for k in differ)
         return (
             f"the checkpoint in {where} was trained with {was}; pass the same "
             f"{'value' if len(differ) == 1 else 'values'}, or --overwrite / --no-resume to start over"
