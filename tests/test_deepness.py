@@ -32,7 +32,7 @@ from geo_ppp.landcover.export import (
     deepness_overlap_percent,
     max_tile_size,
 )
-from geo_ppp.landcover.segmenter import Segmenter, SegmenterConfig, save_segmenter
+from geo_ppp.landcover.segmenter import Segmenter, SegmenterConfig, load_segmenter, save_segmenter
 from geo_ppp.outputs import RunLock
 from tests.conftest import ROOT, sample_tile
 
@@ -213,3 +213,24 @@ def test_deepness_maps_a_naip_patch_like_geo_ppp(tmp_path: Path, deepness_python
     assert deepness.shape == want.shape
     agreement = float((deepness == want).mean())
     assert agreement >= 0.99, agreement
+
+    # a raster of several Deepness tiles (4 sample patches side by side, 512 x 512: 3 x 3 tiles of 256
+    # at a stride of 192): its stitching keeps each tile's centre and 25 % overlap covers the network's
+    # reach, so the map is the whole-image map wherever Deepness has the raster on every side (it pads
+    # the top and right edges to whole tiles with black pixels, which the network sees as imagery)
+    mosaic = tmp_path / "mosaic.tif"
+    with rasterio.open(sample_tile("naip", 0)) as ds:
+        profile = {**ds.profile, "width": 512, "height": 512}
+        pixels = np.block([[rasterio.open(sample_tile("naip", i)).read() for i in row] for row in ((2, 3), (5, 6))])
+    with rasterio.open(mosaic, "w", **profile) as ds:
+        ds.write(pixels)
+    res = subprocess.run([deepness_python, str(DRIVER), str(DEEPNESS_SRC), str(onnx_path), str(mosaic),
+                          str(out_npy)], capture_output=True, text=True, env={**os.environ, **QGIS_ENV},
+                         timeout=600)
+    assert res.returncode == 0 and "DEEPNESS_JSON:" in res.stdout, res.stderr[-3000:]
+    model, _ = load_segmenter(seg)
+    whole = model.probabilities(torch.from_numpy(pixels.astype(np.float32))[None])[0].argmax(0).numpy() + 1
+    tiled = np.load(out_npy)[0]
+    inside = float((tiled == whole)[64:, :-64].mean())
+    print(f"Deepness vs geo-ppp on the patch: {agreement:.5f}; tiled vs whole away from the padding: {inside:.5f}")
+    assert inside >= 0.999, inside
