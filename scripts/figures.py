@@ -5,7 +5,9 @@
 3. QGIS 3.22+ itself renders the demo's map (styled by its `.qml`) and polygons (their stored style)
    headless -> `docs/assets/qgis_map.png`, `docs/assets/qgis_polygons.png` (scripts/qgis_render.py,
    run by the system Python that has PyQGIS; skipped with a message where QGIS is absent);
-4. the figures the benchmarks and the shipped weights carry -> `docs/assets/`:
+4. 16 digits under `class=3` from the shipped digits prior -> `docs/assets/digits_class3.png`
+   (`geo-ppp generate --prior digits --constraint class=3 --num 16 --seed 0`; minutes on a busy 2-core machine);
+5. the figures the benchmarks and the shipped weights carry -> `docs/assets/`:
    `benchmarks/figures/landcover_patches.png` (written by
    `python benchmarks/landcover_accuracy.py --quicklook benchmarks/figures/landcover_patches.png`),
    the land-cover prior's `prior_check.png` (`geo-ppp prior-check landcover-chesapeake --num 256`)
@@ -49,9 +51,10 @@ def main() -> None:
     args = parser.parse_args()
     ASSETS.mkdir(parents=True, exist_ok=True)
     demo = args.demo_out
+    exe = Path(sys.executable).with_name("geo-ppp")
+    geo_ppp = str(exe) if exe.exists() else "geo-ppp"
     if not (demo / "landcover.tif").exists():
-        exe = Path(sys.executable).with_name("geo-ppp")
-        cmd = [str(exe) if exe.exists() else "geo-ppp", "demo", "--out", str(demo), "--overwrite"]
+        cmd = [geo_ppp, "demo", "--out", str(demo), "--overwrite"]
         print("running", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
     _copy(demo / "quicklook.png", "demo_quicklook.png")
@@ -72,6 +75,15 @@ def main() -> None:
         print("\n".join(line for line in proc.stdout.splitlines() if line.startswith("wrote")))
         if proc.returncode:
             raise SystemExit(f"the QGIS render failed:\n{proc.stderr[-2000:]}")
+
+    digits = ASSETS / "digits_class3.png"
+    if not digits.exists():
+        cmd = [geo_ppp, "generate", "--prior", "digits", "--constraint", "class=3", "--num", "16",
+               "--seed", "0", "--out", str(digits)]
+        print("running", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        for extra in (digits.with_suffix(".npy"), digits.with_suffix(".json")):
+            extra.unlink(missing_ok=True)  # the samples and settings beside the picture: not docs
 
     for src, name in COPIES.items():
         _copy(src, name)
