@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow test-gpu bench lint qgis-deps qgis-plugin test-qgis
+.PHONY: setup demo test test-slow test-gpu bench lint docs figures qgis-deps qgis-plugin test-qgis
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,16 @@ bench: setup
 	$(BIN)/python benchmarks/optimizer_step_cost.py
 
 lint: setup
-	$(BIN)/ruff check geo_ppp tests benchmarks
+	$(BIN)/ruff check geo_ppp tests benchmarks scripts docs/hooks
+
+# the documentation site, offline and strict (a broken link, missing page or table fails it) -> site/
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# the docs' figures from real outputs: the demo (if demo_out/ is missing), its quicklook, QGIS's own
+# render of the styled map, the benchmark and prior sheets -> docs/assets/
+figures: setup
+	$(BIN)/python scripts/figures.py --demo-out demo_out
 
 # Debian's QGIS for the QGIS tests (as root or with sudo), then .venv-deepness (QGIS's Python with
 # the QGIS Deepness plugin's pinned onnxruntime/opencv/numpy) for tests/test_deepness.py; CI runs

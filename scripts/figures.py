@@ -6,7 +6,8 @@
    headless -> `docs/assets/qgis_map.png`, `docs/assets/qgis_polygons.png` (scripts/qgis_render.py,
    run by the system Python that has PyQGIS; skipped with a message where QGIS is absent);
 4. 16 digits under `class=3` from the shipped digits prior -> `docs/assets/digits_class3.png`
-   (`geo-ppp generate --prior digits --constraint class=3 --num 16 --seed 0`; minutes on a busy 2-core machine);
+   (`geo-ppp generate --prior digits --constraint class=3 --num 16 --seed 0`;
+   minutes on a busy 2-core machine);
 5. the figures the benchmarks and the shipped weights carry -> `docs/assets/`:
    `benchmarks/figures/landcover_patches.png` (written by
    `python benchmarks/landcover_accuracy.py --quicklook benchmarks/figures/landcover_patches.png`),

@@ -1,5 +1,7 @@
-"""A griffe extension for the API pages: a Google ``Example:`` section holding ``>>>`` lines is read
-as an ``Examples:`` section, so its doctest lines render as code instead of nested quotes.
+"""A griffe extension for the API pages: ``Example:`` sections with doctest lines read as ``Examples:``.
+
+A Google ``Example:`` section holding ``>>>`` lines is read as an ``Examples:`` section, so its
+doctest lines render as code instead of nested quotes.
 
 The docstrings stay as they are (ruff's Google convention accepts both spellings).
 """
