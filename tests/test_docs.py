@@ -122,3 +122,24 @@ def test_markdown_option_writes_tables_command_and_date(tmp_path):
     assert "`python benchmarks/x.py --n 5`" in md and "2026-01-01" in md
     assert "\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n" in md
     assert "```text\nprior: x\n```" in md and "```text\nnote 1\nnote 2\n```" in md
+
+
+def test_readme_links_reach_built_pages_and_anchors(site):
+    """The landing page's links to docs/ land on a page of the site, at an anchor that exists."""
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\((docs/[^)#\s]+)(#[^)\s]+)?\)", readme)
+    assert links, "the README links to no docs page"
+    bad = []
+    for target, anchor in links:
+        if not (ROOT / target).exists():
+            bad.append(f"{target} does not exist")
+            continue
+        if not target.endswith(".md"):
+            continue
+        rel = target.removeprefix("docs/").removesuffix(".md")
+        page = site / (rel.removesuffix("index") if rel.endswith("index") else rel + "/") / "index.html"
+        if not page.is_file():
+            bad.append(f"{target} is not built ({page})")
+        elif anchor and f'id="{anchor[1:]}"' not in page.read_text(encoding="utf-8"):
+            bad.append(f"{target}{anchor}: no such anchor")
+    assert not bad, bad
