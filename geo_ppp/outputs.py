@@ -163,6 +163,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _lockable(path: Path) -> Path:
+    """``path``, or its first ancestor whose parent exists (the folder the run will make first)."""
+    while not path.parent.is_dir() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _lock_failure(path: Path, lock: Path, err: OSError) -> str:
+    """Why a lock could not be made, with the fix, by the operating system's reason."""
+    import errno
+
+    reason = err.strerror or str(err)
+    if err.errno == errno.ENAMETOOLONG:
+        n = len(os.fsencode(path.name))
+        fix = f"the name {path.name} is {n} characters, {n + LOCK_CHARS} with the lock's: shorten it"
+    elif err.errno == errno.EROFS:
+        fix = f"{path.parent} is on a read-only file system; write the outputs elsewhere"
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        fix = f"{path.parent} is not writable; fix its permissions or write the outputs elsewhere"
+    elif err.errno == errno.ENOSPC:
+        fix = "the disk is full; free space and rerun"
+    else:
+        fix = f"check that {path.parent} is a writable folder"
+    return f"cannot lock {path} ({reason}: {lock.name}); {fix}"
+
+
 class RunLock:
     """Lock files that keep two runs off the same outputs and work dir for the length of a run.
 
@@ -228,7 +254,7 @@ class RunLock:
                     f"run is gone, delete {lock}"
                 ) from None
             except OSError as err:
-                raise OutputError(f"cannot lock {path} ({err}); check that its folder is writable") from None
+                raise OutputError(_lock_failure(path, lock, err)) from None
             self.held.append(lock)  # before it is written: an interrupt here still removes it
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps(record))
@@ -237,9 +263,10 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         try:
-            for path in self.paths:
-                if path.parent.is_dir():
-                    self._take(path)
+            # a path in a folder the run will make is locked at its first missing folder: two runs
+            # onto ``new/seg`` both lock ``new`` (one object never locks a path twice)
+            for path in sorted({_lockable(p) for p in self.paths}):
+                self._take(path)
         except BaseException:
             self.release()
             raise

@@ -158,3 +158,39 @@ def test_a_damaged_segmenter_config_is_one_line_with_its_fix(tmp_path: Path, dam
     assert "--legend None" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
     shutil.rmtree(seg)
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_an_output_in_a_folder_still_to_be_made_is_locked_too(tmp_path: Path):
+    seg = tmp_path / "new" / "deeper" / "seg"  # --save-segmenter new/deeper/seg: the run makes new/ itself
+    with RunLock([seg, seg.parent / "other"], command="first-run"):  # one run never locks a path twice
+        with pytest.raises(OSError, match="first-run"):
+            RunLock([seg]).__enter__()
+        assert not (tmp_path / "new").exists()  # locking makes no folder
+    assert not list(tmp_path.iterdir())  # released
+
+
+@pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_stop_signal_ends_a_command_cleanly_with_its_locks_released(tmp_path: Path, signame, code):
+    import signal
+
+    import click
+
+    from geo_ppp.cli.options import handle_errors, progress_option
+
+    @click.command()
+    @progress_option
+    @handle_errors
+    def work(progress_mode: str) -> None:
+        with RunLock([tmp_path / "m.tif"], command="work"):
+            os.kill(os.getpid(), getattr(signal, signame))
+            raise AssertionError("the signal stops the command before this line")
+
+    handler = signal.getsignal(signal.SIGTERM)
+    res = CliRunner().invoke(work, [])
+    assert res.exit_code == code and f"Aborted: stopped by {signame}" in res.output, res.output
+    assert not list(tmp_path.iterdir())  # the lock is gone
+    res = CliRunner().invoke(work, ["--progress", "jsonl"])
+    assert res.exit_code == code
+    assert json.loads(res.stderr) == {"event": "aborted", "message": json.loads(res.stderr)["message"],
+                                      "exit_code": code}  # fmt: skip
+    assert signal.getsignal(signal.SIGTERM) is handler  # the command's handler is gone with it

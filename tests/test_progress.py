@@ -318,3 +318,13 @@ def test_under_jsonl_python_warnings_and_log_records_are_json(capsys):
         },
         {"event": "log", "level": "warning", "logger": "geo_ppp.test", "message": "resampled by 3"},
     ]
+
+
+def test_under_jsonl_an_unknown_command_or_option_is_json_too():
+    for args in (["segmnt", "--progress", "jsonl"], ["segment", "x.tif", "--progress=jsonl", "--bogus"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2
+        events = _every_line_json(res.stderr)
+        assert len(events) == 1 and events[0]["event"] == "error" and "No such" in events[0]["message"]
+    res = CliRunner().invoke(main, ["segmnt"])  # without jsonl: click's usual usage message
+    assert res.exit_code == 2 and "Error: No such command" in res.stderr

@@ -8,7 +8,7 @@ import click
 
 from geo_ppp.cli.evaluate import cooccurrence, evaluate
 from geo_ppp.cli.generate import digits_demo, generate, prior_check
-from geo_ppp.cli.options import verbosity_options
+from geo_ppp.cli.options import ProgressGroup, verbosity_options
 from geo_ppp.cli.segment import demo, run_job_command, segment
 from geo_ppp.cli.train import export_onnx, train_classifier, train_prior
 from geo_ppp.cli.tsp import tsp
@@ -16,7 +16,7 @@ from geo_ppp.cli.tsp import tsp
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ProgressGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @verbosity_options
 @click.version_option(package_name="geo_ppp")
 def main(verbose: int, quiet: bool) -> None:

@@ -26,6 +26,7 @@ log = logging.getLogger("geo_ppp")
 
 __all__ = [
     "ProgressCommand",
+    "ProgressGroup",
     "RegistryChoice",
     "Terminated",
     "command_line",
@@ -68,27 +69,36 @@ class RegistryChoice(click.Choice):
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that every ``finally`` runs: locks released, temporaries gone.
+    """SIGTERM or SIGHUP, raised in the main thread so that every ``finally`` runs (locks released).
 
     A BaseException (like KeyboardInterrupt): no ``except Exception`` on the way swallows it.
     """
 
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+#: signals that stop a command cleanly (SIGHUP: the terminal was closed)
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 @contextlib.contextmanager
-def _sigterm_as_exception() -> Any:
-    """SIGTERM raises :class:`Terminated` for the length of a command (main thread only)."""
+def _signals_as_exception() -> Any:
+    """SIGTERM and SIGHUP raise :class:`Terminated` for the length of a command (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {s: signal.signal(s, _on_signal) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def emit_json(record: dict[str, Any]) -> None:
@@ -156,7 +166,10 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 def _describe(err: BaseException) -> tuple[str, int, str]:
     """The one-line message, exit status and jsonl event of an error that ends a command."""
     if isinstance(err, (KeyboardInterrupt, Terminated, click.Abort)):
-        name, code = ("SIGTERM", EXIT_SIGTERM) if isinstance(err, Terminated) else ("Ctrl-C", EXIT_SIGINT)
+        if isinstance(err, Terminated):
+            name, code = signal.Signals(err.signum).name, 128 + err.signum
+        else:
+            name, code = "Ctrl-C", EXIT_SIGINT
         return (
             f"stopped by {name}: the locks are released and nothing was left half-written; run the same "
             "command again to resume (a segment run keeps its finished tiles)",
@@ -193,16 +206,17 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     write permission, a vanished file) is reported as such; outputs are written atomically, so none
     is left half-written. Anything else is a bug: the message says so, and ``-vv`` logs the traceback.
 
-    SIGTERM and Ctrl-C stop the command cleanly: every lock is released and no output is left
-    half-written; the exit status is 143 (SIGTERM) or 130 (Ctrl-C). Under ``--progress jsonl`` every
-    log line and Python warning is a JSON object on stderr, and the command ends with
+    SIGTERM, SIGHUP and Ctrl-C stop the command cleanly: every lock is released and no output is
+    left half-written; the exit status is 128 + the signal (143 SIGTERM, 129 SIGHUP, 130 Ctrl-C).
+    Under ``--progress jsonl`` every log line and Python warning is a JSON object on stderr, and the
+    command ends with
     ``{"event": "error", ...}`` or ``{"event": "aborted", ...}`` instead of ``Error: ...``.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         jsonl = _progress_mode() == "jsonl"
-        with _sigterm_as_exception(), json_logging(jsonl):
+        with _signals_as_exception(), json_logging(jsonl):
             try:
                 return func(*args, **kwargs)
             except (click.exceptions.Exit, SystemExit):
@@ -233,6 +247,27 @@ class ProgressCommand(click.Command):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as err:
             if not jsonl:
+                raise
+            _fail(True, err.format_message(), err.exit_code)
+            raise  # not reached: _fail raises
+
+
+class ProgressGroup(click.Group):
+    """The ``geo-ppp`` group: an unknown command in a line asking ``--progress jsonl`` ends as JSON too."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse the group's options, remembering whether the line asks for JSON lines."""
+        ctx.meta["geo_ppp.jsonl"] = _asks_jsonl(list(args))
+        return super().parse_args(ctx, args)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Find the command; a usage error under ``--progress jsonl`` ends as a JSON line."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as err:
+            if not ctx.meta.get("geo_ppp.jsonl"):
                 raise
             _fail(True, err.format_message(), err.exit_code)
             raise  # not reached: _fail raises
