@@ -80,6 +80,8 @@ class Terminated(BaseException):
 
 
 def _on_signal(signum: int, frame: Any) -> None:
+    for s in STOP_SIGNALS:  # a second signal must not cut the clean-up short (SIGKILL still works)
+        signal.signal(s, signal.SIG_IGN)
     raise Terminated(signum)
 
 

@@ -66,8 +66,9 @@ class RunObserver:
     def stage(self, name: str, done: int, total: int) -> None:
         """A region-level method's stage moved, ``done`` of ``total``.
 
-        Stages: ``teacher`` tiles (plug-and-play on the sample a ``distill`` segmenter learns from) and
-        ``train`` steps.
+        Stages: ``calibrate`` (0 then 1: the region appearance model), ``teacher`` tiles
+        (plug-and-play on the sample a ``distill`` segmenter learns from) and ``train`` steps (``qr``
+        and ``distill``). The ``--progress jsonl`` schema: ``docs/progress-jsonl.md``.
         """
 
     def published(self, result: RegionResult, name: str | None = None) -> None:
