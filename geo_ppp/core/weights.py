@@ -248,7 +248,23 @@ def load_prior(name_or_path: str | os.PathLike[str], device: torch.device | str 
             f"{path} has no config.json; a prior folder holds config.json and model.safetensors"
         )
     config = _read_json(config_path) if config_path.is_file() else {}
-    if config.get("format") != FORMAT:
+    kind = config.get("format")
+    if kind == "geo_ppp.segmenter":  # before diffusers is tried (and prints its own noise)
+        raise WeightsError(
+            f"{path} is a saved segmenter, not a prior; pass it as --segmenter to segment, "
+            "or give a prior folder"
+        )
+    if kind is not None and kind != FORMAT:
+        raise WeightsError(
+            f"{config_path} is in format {kind!r}, not a prior ({FORMAT!r} or a diffusers folder); "
+            "give a prior folder"
+        )
+    if config and kind is None and "_class_name" not in config and not model_index.is_file():
+        raise WeightsError(
+            f"{config_path} is neither a geo_ppp prior's config (no \"format\": {FORMAT!r}) nor a diffusers "
+            "model's (no \"_class_name\"); give a prior folder"
+        )
+    if kind != FORMAT:
         prior = _load_diffusers(path)
     else:
         if config.get("architecture") != "unet":

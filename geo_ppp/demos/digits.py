@@ -10,7 +10,7 @@ import torch
 
 from geo_ppp.core.constraints import ink_density
 from geo_ppp.core.weights import load_prior
-from geo_ppp.generation import default_pnp_config, generate
+from geo_ppp.generation import check_sample_memory, default_pnp_config, generate
 from geo_ppp.io.pictures import save_samples
 from geo_ppp.outputs import check_outputs
 
@@ -38,8 +38,11 @@ def run_digits_demo(
     seed: int = 0,
     overwrite: bool = False,
     echo: Callable[[str], object] = print,
+    shown: str | os.PathLike[str] | None = None,
 ) -> str:
     """Generate one grid per entry of :data:`DEMO_RUNS` into ``out`` and summarise them.
+
+    ``shown`` is the folder the summary names (the CLI writes into a temporary folder that becomes it).
 
     Returns:
         A small text table: per run, the share of samples the independent judge classifies as the
@@ -51,6 +54,7 @@ def run_digits_demo(
     pngs = [out / f"{name}.png" for name, _ in DEMO_RUNS]
     check_outputs([p.with_suffix(s) for p in pngs for s in (".png", ".npy", ".json")], overwrite)
     prior = load_prior("digits")
+    check_sample_memory(prior, num)
     config = default_pnp_config(prior)
     judge = judge_classifier()
     rows = ["run              judge-class  asymmetry  ink", "---------------  -----------  ---------  -----"]
@@ -71,5 +75,5 @@ def run_digits_demo(
         rows.append(
             f"{name:<15}  {hit:>11}  {float(asymmetry(x).mean()):9.3f}  {float(ink_density(x).mean()):.3f}"
         )
-    rows.append(f"grids written to {out}/ (PNG, samples as NPY, settings as JSON)")
+    rows.append(f"grids written to {shown or out}/: " + ", ".join(f"{p.stem}.png/.npy/.json" for p in pngs))
     return "\n".join(rows)

@@ -8,6 +8,7 @@ the digits demonstration's data, prior training and classifier. Writing samples 
 
 from geo_ppp.generation.conditional import (
     Snapshots,
+    check_sample_memory,
     constraint_context,
     default_pnp_config,
     generate,
@@ -17,6 +18,7 @@ from geo_ppp.generation.conditional import (
 
 __all__ = [
     "Snapshots",
+    "check_sample_memory",
     "constraint_context",
     "default_pnp_config",
     "generate",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import math
 import os
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 
 from geo_ppp.core.constraints import Constraint, build_constraint
+from geo_ppp.core.memory import check_memory
 from geo_ppp.core.pnp import PnPConfig, StepInfo, plug_and_play
 from geo_ppp.core.sampling import SAMPLERS, sample
 from geo_ppp.core.weights import SHIPPED_WEIGHTS, Prior
@@ -19,6 +22,7 @@ from geo_ppp.errors import ConfigError
 
 __all__ = [
     "Snapshots",
+    "check_sample_memory",
     "constraint_context",
     "default_pnp_config",
     "generate",
@@ -86,6 +90,9 @@ def generate(
     size = prior.image_size
     if size is None:
         raise ConfigError("the prior records no image_size; pass a prior trained by geo_ppp or set meta")
+    if num < 1:
+        raise ConfigError(f"num must be >= 1, got {num}")
+    check_sample_memory(prior, num)
     shape = (prior.denoiser.in_channels, size, size)
     specs = [constraints] if isinstance(constraints, str | Constraint) else list(constraints)
     needs_classifier = any(isinstance(c, str) and c.split("=")[0].strip() == "class" for c in specs)
@@ -179,12 +186,67 @@ def pnp_config(
     values = default_pnp_config(prior).to_dict()
     explicit = {"steps": steps, "lr": lr, "constraint_weight": weight, "finish": finish}
     values.update({k: v for k, v in explicit.items() if v is not None})
+    types = typing.get_type_hints(PnPConfig)
     for item in overrides:
         key, eq, text = item.partition("=")
-        if not eq or not key.strip():
+        key = key.strip()
+        if not eq or not key:
             raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. --set t_max=600)")
-        try:
-            values[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            values[key.strip()] = text
+        if key not in types:
+            raise ConfigError(f"--set {key}: unknown PnPConfig key; valid keys are {sorted(types)}")
+        values[key] = _typed(key, text.strip(), types[key])
     return PnPConfig.from_dict(values)
+
+
+def _typed(key: str, text: str, hint: object) -> object:
+    """``--set KEY=TEXT`` read as the type of the PnPConfig field ``key`` (``hint``)."""
+    allowed = typing.get_args(hint) or (hint,)
+    if text.lower() in ("none", "null") and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is bool and text.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return text.lower() in ("true", "1", "yes")
+        if kind is int:
+            with contextlib.suppress(ValueError):
+                return int(text)
+        if kind is float:
+            with contextlib.suppress(ValueError):
+                value = float(text)
+                if math.isfinite(value):
+                    return value
+        if kind is str and text:
+            return text
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a name",
+             type(None): "none"}
+    wanted = " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in allowed)  # type: ignore[call-overload]
+    raise ConfigError(f"--set {key}={text!r}: {key} takes {wanted}; e.g. --set {key}={_example(allowed)}")
+
+
+def _example(allowed: tuple[object, ...]) -> str:
+    for kind, example in ((bool, "true"), (int, "100"), (float, "0.5"), (str, "adam")):
+        if kind in allowed:
+            return example
+    return "none"
+
+
+def sample_bytes(prior: Prior) -> float:
+    """About how many bytes one sample takes while generated.
+
+    Itself, its optimiser state, the U-Net's activations (width ``base_channels``, else 64 assumed)
+    and its outputs.
+    """
+    size = prior.image_size or 64
+    channels = int(getattr(prior.denoiser, "in_channels", 3) or 3)
+    config = getattr(prior.denoiser, "config", None)
+    width = int(getattr(config, "base_channels", 64) or 64)
+    return 4.0 * size * size * (16 * channels + 48 * width)
+
+
+def check_sample_memory(prior: Prior, num: int, option: str = "--num") -> None:
+    """Refuse ``num`` samples that would not fit in half the available memory (all are made at once).
+
+    Raises:
+        ConfigError: naming the estimate and the largest ``num`` that fits.
+    """
+    hint = "; several runs with other --seed values make more"
+    check_memory(num, sample_bytes(prior), option, "sample", hint)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from geo_ppp.core.denoisers import UNetDenoiser
+from geo_ppp.core.memory import check_memory
 from geo_ppp.core.schedules import NoiseSchedule
 from geo_ppp.core.training import TrainConfig, train_and_publish
 from geo_ppp.core.unet import UNetConfig
@@ -94,8 +96,10 @@ class LabelSource:
             w = float(weight) if weight else 1.0
         except ValueError:
             raise ConfigError(f"label source {spec!r}: weight {weight!r} is not a number") from None
-        if w <= 0:
-            raise ConfigError(f"label source {spec!r}: weight must be > 0")
+        if not math.isfinite(w) or w <= 0:
+            raise ConfigError(f"label source {spec!r}: weight must be a number > 0 (e.g. {text}@0.5)")
+        if windows < 1:
+            raise ConfigError(f"--windows must be >= 1, got {windows}")
         return cls(tuple(p for p in text.split(",") if p), w, windows)
 
 
@@ -174,6 +178,9 @@ def train_landcover_prior(
             f"--crop {crop_cells} does not fit: the crop and the window ({size} cells) must be multiples of "
             f"the U-Net's {factor}, the crop {factor}..{size}; e.g. --crop 32"
         )
+    # each window is held as class indices (int64) and as a one-hot float32 pool
+    per_window = size * size * (8.0 + 4.0 * legend.num_classes)
+    check_memory(sum(src.windows for src in sources), per_window, "--windows (over all sources)", "window")
     for src in sources:  # every source checked before any window is drawn
         check_label_rasters(src.paths, legend, window_m)
     pools = []

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from geo_ppp.core.atomic import write_json
+from geo_ppp.core.memory import check_memory
 from geo_ppp.core.sampling import sample
 from geo_ppp.core.weights import Prior
 from geo_ppp.errors import ConfigError, GeoPPPError
@@ -331,6 +332,13 @@ def check_prior(
     legend = load_legend(str(meta["legend"]))
     limits = limits or CheckLimits()
     size = int(meta.get("image_size") or 64)
+    if steps is not None and not 0 < steps <= prior.schedule.num_steps:
+        raise ConfigError(
+            f"--steps {steps} must lie in 1..{prior.schedule.num_steps}"
+            " (the prior's timesteps; 0 takes them all)"
+        )
+    # samples (float32, one-hot channels) and real windows, each with its class map, held at once
+    check_memory(num, size * size * (4.0 * legend.num_classes + 32), "--num", "sample and real window")
     res_m = float(meta.get("resolution_m") or 4.0)
     real, source = _real_windows(prior, legend, labels, num, seed)
     k = legend.num_classes
