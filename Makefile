@@ -36,7 +36,7 @@ lint: setup
 
 # the documentation site, offline and strict (a broken link, missing page or table fails it) -> site/
 docs: setup
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # the docs' figures from real outputs: the demo (if demo_out/ is missing), its quicklook, QGIS's own
 # render of the styled map, the benchmark and prior sheets -> docs/assets/
