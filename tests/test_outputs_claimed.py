@@ -194,3 +194,13 @@ def test_a_stop_signal_ends_a_command_cleanly_with_its_locks_released(tmp_path: 
     assert json.loads(res.stderr) == {"event": "aborted", "message": json.loads(res.stderr)["message"],
                                       "exit_code": code}  # fmt: skip
     assert signal.getsignal(signal.SIGTERM) is handler  # the command's handler is gone with it
+
+
+def test_a_job_region_with_a_name_too_long_is_named_under_check(tmp_path: Path):
+    name = "r" * 230 + ".tif"
+    (tmp_path / "job.toml").write_text(
+        f'[[region]]\nname = "a"\nimage = "{NAIP}"\nweak_labels = "{NLCD}"\nout = "{name}"\n'
+    )
+    res = CliRunner().invoke(main, ["run", str(tmp_path / "job.toml"), "--check"])
+    assert res.exit_code == 1 and f"region 'a': the name {name} is 234 characters" in res.output, res.output
+    assert list(tmp_path.iterdir()) == [tmp_path / "job.toml"]

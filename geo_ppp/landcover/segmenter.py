@@ -369,7 +369,11 @@ def load_segmenter(folder: str | os.PathLike[str]) -> tuple[Segmenter, dict[str,
         config = SegmenterConfig(**record["config"])
         model = Segmenter(config)
         state = load_file(str(weights))
-    except (ValueError, KeyError, TypeError, RuntimeError, OSError, SafetensorError) as err:
+    except KeyError as err:
+        raise InputError(
+            f"segmenter {folder}: its config.json has no {err} entry; re-save it with --save-segmenter"
+        ) from None
+    except (ValueError, TypeError, RuntimeError, OSError, SafetensorError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"segmenter {folder} cannot be loaded ({first}); train it again") from None
     mismatch = _state_mismatch(model, state)

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from geo_ppp.errors import ConfigError, InputError
+from geo_ppp.errors import ConfigError, InputError, OutputExistsError
+from geo_ppp.outputs import OutputError
 from geo_ppp.pipeline.calibrate import calibrate_stage
 from geo_ppp.pipeline.job import (
     Progress,
@@ -85,7 +86,7 @@ def prepare_job_region(
             lock=lock,
             create_folders=True,
         )
-    except (InputError, ConfigError) as exc:
+    except (InputError, ConfigError, OutputError, OutputExistsError) as exc:
         raise type(exc)(f"region {region.name!r}: {exc}") from exc
 
 
