@@ -3,7 +3,7 @@
 1. `geo-ppp demo --out demo_out` if `demo_out/landcover.tif` is missing (the sample tiles, end to end);
 2. its quicklook -> `docs/assets/demo_quicklook.png` (the README's picture);
 3. QGIS 3.22+ itself renders the demo's map (styled by its `.qml`) and polygons (their stored style)
-   headless -> `docs/assets/qgis_map.png`, `docs/assets/qgis_polygons.png` (scripts/qgis_render.py,
+   headless -> `docs/assets/qgis_map.png`, `qgis_polygons.png`, `qgis_overlay.png` (scripts/qgis_render.py,
    run by the system Python that has PyQGIS; skipped with a message where QGIS is absent);
 4. 16 digits under `class=3` from the shipped digits prior -> `docs/assets/digits_class3.png`
    (`geo-ppp generate --prior digits --constraint class=3 --num 16 --seed 0`;
@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,13 +36,26 @@ COPIES = {
 }
 
 
-def _copy(src: Path, name: str) -> None:
+def _same(a: Path, b: Path, pixels: bool) -> bool:
+    if a.read_bytes() == b.read_bytes():
+        return True
+    if not pixels:
+        return False
+    import matplotlib.image as mpimg  # QGIS's PNGs differ in bytes from run to run, not in pixels
+
+    x, y = mpimg.imread(a), mpimg.imread(b)
+    return x.shape == y.shape and bool((x == y).all())
+
+
+def _copy(src: Path, name: str, same_pixels: bool = False) -> None:
+    """Copy `src` to docs/assets/NAME unless it holds the same picture already (a clean tree on reruns)."""
     dst = ASSETS / name
-    if dst.exists() and dst.read_bytes() == src.read_bytes():
+    shown = src.relative_to(ROOT) if src.is_relative_to(ROOT) else src.name
+    if dst.exists() and _same(src, dst, same_pixels):
         print(f"unchanged {dst.relative_to(ROOT)}")
         return
     shutil.copyfile(src, dst)
-    print(f"wrote {dst.relative_to(ROOT)} (from {src.relative_to(ROOT)})")
+    print(f"wrote {dst.relative_to(ROOT)} (from {shown})")
 
 
 def main() -> None:
@@ -68,14 +82,16 @@ def main() -> None:
         print(f"skipped the QGIS renders: {args.qgis_python} cannot import qgis.core "
               "(install QGIS: `make qgis-deps`)", file=sys.stderr)
     else:
-        proc = subprocess.run(
-            [args.qgis_python, str(ROOT / "scripts" / "qgis_render.py"), str(demo),
-             str(ROOT / "sample_tiles"), str(ASSETS)],
-            env=env, capture_output=True, text=True, cwd=ROOT,
-        )
-        print("\n".join(line for line in proc.stdout.splitlines() if line.startswith("wrote")))
-        if proc.returncode:
-            raise SystemExit(f"the QGIS render failed:\n{proc.stderr[-2000:]}")
+        with tempfile.TemporaryDirectory() as tmp:
+            proc = subprocess.run(
+                [args.qgis_python, str(ROOT / "scripts" / "qgis_render.py"), str(demo),
+                 str(ROOT / "sample_tiles"), tmp],
+                env=env, capture_output=True, text=True, cwd=ROOT,
+            )
+            if proc.returncode:
+                raise SystemExit(f"the QGIS render failed:\n{proc.stderr[-2000:]}")
+            for png in sorted(Path(tmp).glob("*.png")):
+                _copy(png, png.name, same_pixels=True)
 
     digits = ASSETS / "digits_class3.png"
     if not digits.exists():

@@ -10,7 +10,10 @@ Opens `landcover.tif` as QGIS opens it (its `.qml` style loads by itself), the c
 exports two layouts (map + legend, as QGIS's layout exporter draws them) to PNG:
 
 - `qgis_map.png`: the NAIP image of one mixed patch beside the styled land-cover map;
-- `qgis_polygons.png`: the styled class polygons over the same image.
+- `qgis_polygons.png`: the styled class polygons over the same image;
+
+and renders `qgis_overlay.png` (the styled map at 60 % opacity over NAIP patch 0) straight through
+QgsMapSettings and QgsMapRendererParallelJob.
 
 Prints one line per file written. Nothing here is drawn by hand: colours, names and legend are the
 ones QGIS reads from the files.
@@ -28,13 +31,16 @@ from qgis.core import (
     QgsLayoutItemMap,
     QgsLayoutPoint,
     QgsLayoutSize,
+    QgsMapRendererParallelJob,
+    QgsMapSettings,
     QgsProject,
     QgsRasterLayer,
     QgsRectangle,
     QgsUnitTypes,
     QgsVectorLayer,
 )
-from qgis.PyQt.QtGui import QFont
+from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtGui import QColor, QFont
 
 PATCH = "patch7"  # a mixed patch: a regrowing clearing inside NLCD forest, fields, canopy
 
@@ -84,6 +90,23 @@ def layout(project, panels, extent, title, legend_layers, out: Path) -> None:
     print(f"wrote {out}")
 
 
+def render(layers, extent, size_px: int, out: Path) -> None:
+    """Render `layers` at `extent` straight through QgsMapSettings + QgsMapRendererParallelJob."""
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(layers[0].crs())
+    settings.setExtent(extent)
+    settings.setBackgroundColor(QColor(255, 255, 255))
+    settings.setOutputSize(QSize(size_px, size_px))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    errors = [f"{err.layerID}: {err.message}" for err in job.errors()]
+    if errors or not job.renderedImage().save(str(out), "PNG"):
+        raise SystemExit(f"QGIS could not render {out}: {errors}")
+    print(f"wrote {out}")
+
+
 def main() -> None:
     """Render the two layouts: argv = demo output folder, sample tiles folder, destination."""
     demo, tiles, dest = (Path(a) for a in sys.argv[1:4])
@@ -109,7 +132,12 @@ def main() -> None:
     layout(project, [[polys, naip]], extent,
            f"landcover.gpkg (its stored style) over NAIP ({PATCH})",
            [polys], dest / "qgis_polygons.png")
-    del naip, lc, polys, project  # QGIS 3.22 can crash in exitQgis() while layers are alive
+    # patch 0 (a house, a dirt road, fields): the styled map at 60 % opacity over the image
+    naip0 = QgsRasterLayer(str(tiles / "naip" / "patch0.tif"), "NAIP (patch0)")
+    project.addMapLayer(naip0)
+    lc.renderer().setOpacity(0.6)
+    render([lc, naip0], naip0.extent(), 512, dest / "qgis_overlay.png")
+    del naip, naip0, lc, polys, project  # QGIS 3.22 can crash in exitQgis() while layers are alive
     app.exitQgis()
 
 
