@@ -163,13 +163,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _lockable(path: Path) -> Path:
-    """``path``, or its first ancestor whose parent exists (the folder the run will make first)."""
-    while not path.parent.is_dir() and path.parent != path:
-        path = path.parent
-    return path
-
-
 def _lock_failure(path: Path, lock: Path, err: OSError) -> str:
     """Why a lock could not be made, with the fix, by the operating system's reason."""
     import errno
@@ -194,18 +187,28 @@ class RunLock:
 
     Each locked path ``P`` gets ``.P.name.geo_ppp.lock`` beside it, created atomically (``O_EXCL``)
     and holding who holds it (process id, host, start time, command). A lock whose process is gone
-    (a killed run, on this host) is stale and taken over; a live one stops the second run at once,
-    naming the first. Use as a context manager; the locks go when the block ends.
+    (a killed run, on this host) is stale and taken over, with a warning; a live one stops the second
+    run at once, naming the first. Use as a context manager; the locks go when the block ends.
 
     Args:
         paths: the outputs and work dir to lock.
         command: recorded in the lock for the message another run shows.
+        make_folders: those of ``paths`` whose missing folders the run makes anyway (a work dir, a
+            saved segmenter): they are made now for the lock (``new/seg`` is locked before ``new``
+            exists) and removed again on release while still empty.
     """
 
-    def __init__(self, paths: Iterable[str | os.PathLike[str]], command: str = "") -> None:
+    def __init__(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        command: str = "",
+        make_folders: Iterable[str | os.PathLike[str]] = (),
+    ) -> None:
         self.paths = sorted({Path(os.path.abspath(p)) for p in paths})
+        self.make_folders = {Path(os.path.abspath(p)) for p in make_folders}
         self.command = command
         self.held: list[Path] = []
+        self.made: list[Path] = []
 
     @staticmethod
     def lock_file(path: Path) -> Path:
@@ -263,21 +266,45 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         try:
-            # a path in a folder the run will make is locked at its first missing folder: two runs
-            # onto ``new/seg`` both lock ``new`` (one object never locks a path twice)
-            for path in sorted({_lockable(p) for p in self.paths}):
-                self._take(path)
+            for path in self.paths:
+                if path in self.make_folders:
+                    self._make_folder(path.parent)
+                if path.parent.is_dir():  # else check_outputs says the folder is missing
+                    self._take(path)
         except BaseException:
             self.release()
             raise
         return self
 
+    def _make_folder(self, folder: Path) -> None:
+        """Make a missing folder of an output (the run would make it anyway) so its lock has a place.
+
+        Folders made here and still empty are removed again on release: a run that stops early
+        leaves nothing behind.
+        """
+        missing = []
+        while not folder.is_dir() and folder.parent != folder:
+            missing.append(folder)
+            folder = folder.parent
+        for made in reversed(missing):
+            try:
+                made.mkdir()
+            except FileExistsError:
+                continue
+            except OSError:
+                return  # not a folder or not writable: check_outputs names it
+            self.made.append(made)
+
     def release(self) -> None:
-        """Remove the locks this object holds."""
+        """Remove the locks this object holds (and the folders it made, if still empty)."""
         for lock in self.held:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)
         self.held.clear()
+        for made in reversed(self.made):
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        self.made.clear()
 
     def __exit__(self, *exc: object) -> None:
         self.release()

@@ -162,11 +162,12 @@ def test_a_damaged_segmenter_config_is_one_line_with_its_fix(tmp_path: Path, dam
 
 def test_an_output_in_a_folder_still_to_be_made_is_locked_too(tmp_path: Path):
     seg = tmp_path / "new" / "deeper" / "seg"  # --save-segmenter new/deeper/seg: the run makes new/ itself
-    with RunLock([seg, seg.parent / "other"], command="first-run"):  # one run never locks a path twice
+    other = seg.parent / "other"
+    with RunLock([seg, other], command="first-run", make_folders=[seg, other]):
         with pytest.raises(OSError, match="first-run"):
-            RunLock([seg]).__enter__()
-        assert not (tmp_path / "new").exists()  # locking makes no folder
-    assert not list(tmp_path.iterdir())  # released
+            RunLock([seg], make_folders=[seg]).__enter__()
+        RunLock([seg.parent / "third"], make_folders=[seg.parent / "third"]).__enter__().release()
+    assert not list(tmp_path.iterdir())  # released, and the folders made for the locks are gone
 
 
 @pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGHUP", 129)])

@@ -308,7 +308,10 @@ def prepare_region(
     check_name_lengths(named, {"--out": 12, "--probabilities": 12})
     check_products_distinct(paths, workdir, removed=not keep_workdir)
     locked = [*paths.values(), workdir, *([seg_out] if seg_out is not None else [])]
-    run_lock = RunLock(locked, command).__enter__() if lock else None
+    makes = [workdir, *([seg_out] if seg_out is not None else [])]  # folders made with their parents
+    if create_folders:
+        makes += list(paths.values())
+    run_lock = RunLock(locked, command, makes).__enter__() if lock else None
     try:
         interrupted: OutputExistsError | None = None
         try:
