@@ -205,3 +205,15 @@ def test_a_job_region_with_a_name_too_long_is_named_under_check(tmp_path: Path):
     res = CliRunner().invoke(main, ["run", str(tmp_path / "job.toml"), "--check"])
     assert res.exit_code == 1 and f"region 'a': the name {name} is 234 characters" in res.output, res.output
     assert list(tmp_path.iterdir()) == [tmp_path / "job.toml"]
+
+
+def test_an_os_error_for_a_long_name_or_a_read_only_disk_is_not_blamed_on_permissions():
+    import errno
+
+    from geo_ppp.cli.options import _describe
+
+    message, code, event = _describe(OSError(errno.ENAMETOOLONG, "File name too long", "m" * 260))
+    assert "name is too long" in message and "choose shorter output names" in message and code == 1
+    assert "permission" not in message
+    message, _, _ = _describe(OSError(errno.EROFS, "Read-only file system", "/mnt/m.tif"))
+    assert "read-only" in message and "permission" not in message and event == "error"

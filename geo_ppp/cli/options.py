@@ -8,6 +8,7 @@ first needs them, so a new entry in a registry appears in the CLI without an edi
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import logging
@@ -185,6 +186,14 @@ def _describe(err: BaseException) -> tuple[str, int, str]:
     if isinstance(err, OSError):
         log.debug("operating-system error", exc_info=True)
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        if err.errno in (errno.ENAMETOOLONG, errno.EROFS):
+            fix = (
+                "a file or folder name is too long for the file system (255 characters, with the 14 of "
+                "geo-ppp's lock files): choose shorter output names"
+                if err.errno == errno.ENAMETOOLONG
+                else "the file system is read-only: write the outputs elsewhere"
+            )
+            return f"{err.strerror}{where}: {fix}. Nothing was left half-written", 1, "error"
         return (
             f"a file could not be written or read: {err.strerror or err}{where}. Nothing was left "
             "half-written: free space (is the disk full?) or fix the permissions, then rerun (a segment "
