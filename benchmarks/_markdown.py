@@ -143,6 +143,12 @@ def record(path: str | None) -> None:
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         commit = f" at commit {sha}" if sha else ""
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "geo_ppp", "benchmarks"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        if commit and dirty:
+            commit += " (with uncommitted changes in geo_ppp/ or benchmarks/)"
     except (OSError, subprocess.CalledProcessError):
         commit = ""
 
