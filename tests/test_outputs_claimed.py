@@ -217,3 +217,27 @@ def test_an_os_error_for_a_long_name_or_a_read_only_disk_is_not_blamed_on_permis
     assert "permission" not in message
     message, _, _ = _describe(OSError(errno.EROFS, "Read-only file system", "/mnt/m.tif"))
     assert "read-only" in message and "permission" not in message and event == "error"
+
+
+def test_a_publish_stopped_after_the_segmenter_is_completed_by_the_rerun(
+    tmp_path: Path, tiny_lc_prior, monkeypatch
+):
+    import geo_ppp.pipeline.run as run_module
+    from geo_ppp.pipeline import segment
+
+    real_publish = run_module.publish
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    kw = {"prior": tiny_lc_prior, "method": "qr", "train_steps": 2, "distill_tiles": 1, "tile_size": 128,
+          "calibrate": False, "save_segmenter": tmp_path / "seg"}  # fmt: skip
+    monkeypatch.setattr(run_module, "publish", full_disk)
+    with pytest.raises(OSError):
+        segment([str(NAIP)], [str(NLCD)], out=tmp_path / "m.tif", **kw)
+    assert (tmp_path / "seg" / "model.safetensors").exists() and not (tmp_path / "m.tif.json").exists()
+    monkeypatch.setattr(run_module, "publish", real_publish)
+    res = segment([str(NAIP)], [str(NLCD)], out=tmp_path / "m.tif", **kw)  # no --overwrite needed: its own
+    assert res.outputs["segmenter"] == tmp_path / "seg" and (tmp_path / "m.tif.json").exists()
+    with pytest.raises(FileExistsError, match="--save-segmenter .* already exists"):  # a finished run's: kept
+        segment([str(NAIP)], [str(NLCD)], out=tmp_path / "other.tif", **kw)

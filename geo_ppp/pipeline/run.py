@@ -275,6 +275,8 @@ def _check_save_segmenter(
             "a folder you can write to (nothing was run)"
         )
     if folder.exists() and any(folder.iterdir()):
+        if _stopped_publish(folder, others):
+            return folder  # this run's own segmenter, saved by a publish that was stopped: saved again
         if not overwrite:
             raise OutputExistsError(
                 f"--save-segmenter {folder} already exists; pass --overwrite or another folder"
@@ -285,6 +287,23 @@ def _check_save_segmenter(
                 "--overwrite replaces only a segmenter: choose another folder"
             )
     return folder
+
+
+def _stopped_publish(folder: Path, products: dict[str, Path]) -> bool:
+    """Whether ``folder`` is the segmenter of a run onto this map whose publishing was stopped.
+
+    The segmenter is saved first and the map's configuration last, so a map without its
+    configuration and a segmenter that names that map are one stopped run (the rerun saves it again).
+    """
+    import json
+
+    if not is_segmenter_folder(folder) or "map" not in products or products["config"].exists():
+        return False
+    try:
+        meta = json.loads((folder / "config.json").read_text()).get("meta", {})
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("map")) and Path(meta["map"]).resolve() == Path(products["map"]).resolve()
 
 
 def finish_region(
@@ -318,15 +337,16 @@ def finish_region(
             )
     resolved = resolved_config(job, prep.paths, prep.command)
     t0 = time.perf_counter()
-    with gdal_env():
-        publish(job, prep.paths, resolved, timings)
-    timings["publish"] = time.perf_counter() - t0
-    if save_segmenter is not None:
+    if save_segmenter is not None:  # before the map, whose configuration is written last of all: a
+        # publish stopped in between is completed by the rerun (see _check_save_segmenter)
         publish_segmenter(
             Path(job.workdir) / "segmenter",
             save_segmenter,
-            {"command": prep.command, "map": str(prep.paths["map"])},
+            {"command": prep.command, "map": str(Path(prep.paths["map"]).absolute())},
         )
+    with gdal_env():
+        publish(job, prep.paths, resolved, timings)
+    timings["publish"] = time.perf_counter() - t0
     if not prep.keep_workdir:
         shutil.rmtree(job.workdir, ignore_errors=True)
     stats = {"tiles": len(job.tiles), **counts, "seconds": {k: round(v, 3) for k, v in timings.items()}}
