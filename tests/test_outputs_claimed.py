@@ -241,3 +241,20 @@ def test_a_publish_stopped_after_the_segmenter_is_completed_by_the_rerun(
     assert res.outputs["segmenter"] == tmp_path / "seg" and (tmp_path / "m.tif.json").exists()
     with pytest.raises(FileExistsError, match="--save-segmenter .* already exists"):  # a finished run's: kept
         segment([str(NAIP)], [str(NLCD)], out=tmp_path / "other.tif", **kw)
+
+
+@pytest.mark.parametrize("args", [["--steps", "-3"], ["--device", "cuda:7"]])
+def test_a_refused_demo_leaves_no_folder_behind(tmp_path: Path, args: list[str]):
+    out = tmp_path / "new" / "demo"
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--progress", "none", *args])
+    assert res.exit_code != 0, res.output
+    assert "bug in geo_ppp" not in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "new").exists(), sorted(p.name for p in tmp_path.rglob("*"))
+
+
+def test_a_demo_out_that_is_a_file_is_refused_untouched(tmp_path: Path):
+    out = tmp_path / "demo"
+    out.write_text("keep me")
+    res = CliRunner().invoke(main, ["demo", "--out", str(out), "--progress", "none"])
+    assert res.exit_code != 0 and "is a file" in res.output, res.output
+    assert out.read_text() == "keep me"

@@ -8,6 +8,7 @@ scores the map against the 1 m truth of every patch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from geo_ppp.errors import InputError
 from geo_ppp.geo.legend import load_legend
 from geo_ppp.io import read_class_raster, read_labels_on_grid
 from geo_ppp.landcover.metrics import Scores, confusion
+from geo_ppp.outputs import OutputError
 from geo_ppp.pipeline import segment
 from geo_ppp.pipeline.job import Progress, RunObserver
 
@@ -63,22 +65,34 @@ def run_landcover_demo(
             "--data pointing at its sample_tiles/ folder"
         )
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; the demo writes a folder of products: give a folder name")
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot make the folder {out} ({err.strerror}); choose another --out") from None
     echo(f"segmenting {len(naip)} NAIP files of {data} with weak labels from {len(nlcd)} NLCD files ...")
-    result = segment(
-        naip,
-        nlcd,
-        "chesapeake",
-        out / "landcover.tif",
-        seed=seed,
-        steps=steps,
-        vector=out / "landcover.gpkg",
-        quicklook=out / "quicklook.png",
-        overwrite=overwrite,
-        device=device,
-        progress=progress,
-        command=command,
-    )
+    try:
+        result = segment(
+            naip,
+            nlcd,
+            "chesapeake",
+            out / "landcover.tif",
+            seed=seed,
+            steps=steps,
+            vector=out / "landcover.gpkg",
+            quicklook=out / "quicklook.png",
+            overwrite=overwrite,
+            device=device,
+            progress=progress,
+            command=command,
+        )
+    except BaseException:
+        for folder in created:  # a refused or failed demo leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     lines = [f"wrote {kind:<9} {path}" for kind, path in result.outputs.items()]
     s = result.stats
     lines.append(
