@@ -57,9 +57,10 @@ def region(tiles):
     return _fit(tiles, range(8))
 
 
-def test_trust_of_the_forest_class_matches_the_truth(tiles, region):
-    """The estimated P(class | NLCD 41) lands near the real co-occurrence counted from the 1 m truth
-    (0.865 tree / 0.134 low vegetation), away from the shipped column (0.89 / 0.10)."""
+def test_em_trust_of_the_forest_class_matches_the_truth(tiles):
+    """fit="em": the estimated P(class | NLCD 41) lands near the real co-occurrence counted from the
+    1 m truth (0.865 tree / 0.134 low vegetation), away from the shipped column (0.89 / 0.10)."""
+    region = _fit(tiles, range(8), AppearanceConfig(fit="em"))
     codes = np.stack([t[2] for t in tiles])
     truth = np.stack([t[3] for t in tiles])
     sel = (codes == 41) & (truth >= 0)
@@ -70,15 +71,51 @@ def test_trust_of_the_forest_class_matches_the_truth(tiles, region):
     assert region.evidence_weight in EVIDENCE_WEIGHTS
 
 
+def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """P(a positive scores above a negative), by ranks (ties count half)."""
+    scores = torch.cat([pos, neg]).double()
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, dtype=torch.float64)
+    for value in scores.unique()[torch.unique(scores, return_counts=True)[1] > 1]:
+        tie = scores == value
+        ranks[tie] = ranks[tie].mean()
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
 def test_evidence_separates_field_from_canopy_on_the_truth(tiles, region):
-    """Where the truth is low vegetation the evidence favours it over tree, and the reverse."""
+    """Where the truth is low vegetation the evidence leans to it more than where it is tree, on
+    every mixed patch, and it ranks the two well pooled."""
     image, _, _ = _batch(tiles, MIXED)
     ratio = region.log_ratio(image)
     truth = torch.tensor(np.stack([tiles[i][3] for i in MIXED]))
     diff = ratio[:, 2] - ratio[:, 1]
-    assert diff[truth == 2].median() > 0.5
-    assert diff[truth == 1].median() < -0.5
+    for i in range(len(MIXED)):
+        assert diff[i][truth[i] == 2].median() > diff[i][truth[i] == 1].median() + 1.0, MIXED[i]
+    assert _auc(diff[truth == 2][::7], diff[truth == 1][::7]) > 0.75
     assert torch.equal(ratio[:, [0, 3]], torch.zeros_like(ratio[:, [0, 3]]))  # not modelled: neutral
+
+
+def test_the_default_fit_keeps_the_shipped_trust(tiles, region):
+    assert region.evidence_weight in EVIDENCE_WEIGHTS
+    present = sorted(set(np.unique(np.stack([t[2] for t in tiles])).tolist()) - {0})
+    cols = [region.source_codes.index(c) for c in present]
+    np.testing.assert_allclose(region.trust[:, cols], region.shipped[:, cols], atol=1e-9)
+
+
+@pytest.mark.parametrize("fit", ["anchors", "em"])
+def test_bright_crowns_of_a_forest_patch_are_not_taken_for_field(tiles, fit):
+    """Patches 4-7: three all-forest patches (5: bright autumn crowns) and one with a pasture. Under
+    "em" the low-vegetation class absorbs the bright crowns (the cause of patch 5 mapping 53 % in a
+    region of these four); anchors learn low vegetation from the pasture's NLCD 71 pixels only."""
+    model = _fit(tiles, (4, 5, 6, 7), AppearanceConfig(fit=fit))
+    image, _, _ = _batch(tiles, (5,))
+    ratio = model.log_ratio(image)
+    field = float(((ratio[:, 2] - ratio[:, 1]) > 0).float().mean())
+    if fit == "anchors":
+        assert field < 0.05, field
+    else:  # the failure the default avoids, kept visible: if "em" stops failing, revisit the default
+        assert field > 0.2, field
 
 
 def test_the_fit_is_deterministic_and_depends_on_the_seed(tiles):

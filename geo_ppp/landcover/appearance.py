@@ -1,20 +1,24 @@
 """A region-calibrated appearance model: how each class looks on the region, how far to trust its weak labels.
 
-This is the label-super-resolution view of weak labels (Malkin et al., "Label super-resolution
-networks", ICLR 2019), fitted by EM on the region itself, before any window is inferred:
+Fitted on the region itself, before any window is inferred:
 
-- every sampled 1 m pixel ``n`` has appearance features ``f_n`` (R, G, B, NIR, NDVI and a local
-  texture) and a weak-label code ``j_n`` (an NLCD class);
-- its hidden class ``c_n`` has the prior ``pi_{j_n}(c)``: the region's own column of a
-  co-occurrence matrix, started from the shipped one;
+- every sampled 1 m pixel ``n`` has appearance features ``f_n`` (R, G, B, NIR, NDVI, their
+  neighbourhood means and a local texture) and a weak-label code ``j_n`` (an NLCD class);
 - ``p(f | c)`` is a small Gaussian mixture per class (full covariances).
 
-EM alternates the posterior of each pixel's class with the class mixtures and the columns
-``pi_j``. Each column is a MAP estimate under a Dirichlet prior centred on the shipped column, worth
-``trust_pseudocount`` pixels: where the imagery plainly disagrees with a weak class over many pixels
-(a regrowing clearing that NLCD still calls forest), the region's column moves; where a weak class
-covers few pixels it stays near the shipped matrix. A weak code that the sample never holds is never
-estimated: its column is the shipped one.
+By default (``AppearanceConfig.fit = "anchors"``) a class learns its look from its *anchor* pixels
+only: the pixels whose weak code favours it (field pixels in a pasture block, canopy pixels in a
+forest block); EM splits them into components, and the trust in the weak labels stays the shipped
+co-occurrence matrix's. The image then moves a cell wherever it looks like the other class's
+anchors: a regrowing clearing that NLCD still calls forest looks like the region's pastures.
+
+``fit = "em"`` is label super-resolution (Malkin et al., "Label super-resolution networks", ICLR
+2019): the hidden class of every pixel has the prior ``pi_{j_n}(c)``, the region's own column of the
+matrix, and EM alternates the pixels' classes, the mixtures and MAP columns under a Dirichlet prior
+centred on the shipped one (``trust_pseudocount`` pixels). It recovers the real trust of a weak
+class (NLCD 41's low-vegetation share) but lets a class absorb another's look where a class looks
+unlike across the region's patches (bright autumn crowns taken for field: measured in
+``AppearanceConfig.fit``'s note), so it is not the default.
 
 Why this and not a per-window model: inside one 256 m window the clearing can hold most of the
 pixels NLCD calls forest, and a per-window "what tree looks like" absorbs it. Pooled over a region,
@@ -22,12 +26,10 @@ canopy, field, road and water each have many pixels whose weak labels agree with
 define the classes' appearance; the disagreeing pixels are then explained by the class they look
 like.
 
-Identifiability guard: a class is modelled only if it has *anchor* pixels, pixels of a weak code
-for which it is the most likely class (field pixels in a pasture block, road pixels in a developed
-block), with at least ``min_anchor_pixels`` of them in the sample. Otherwise EM would carve the
-class out of the tail of another (the brightest canopy as "field" in an all-forest region). A class
-that is not modelled gets a neutral likelihood ratio (0): the weak labels and the per-window model
-decide it, as without calibration.
+Identifiability guard: a class is modelled only if it has at least ``min_anchor_pixels`` anchor
+pixels in the sample. Otherwise it would be carved out of the tail of another (the brightest canopy
+as "field" in an all-forest region). A class that is not modelled gets a neutral likelihood ratio
+(0): the weak labels and the per-window model decide it, as without calibration.
 
 Outputs used by inference:
 
@@ -54,7 +56,7 @@ from geo_ppp.landcover.clustering import box_mean, image_features
 from geo_ppp.landcover.weak import Cooccurrence
 
 #: the version of the calibration (a work dir fitted by another version fits again)
-APPEARANCE_VERSION = 1
+APPEARANCE_VERSION = 2
 #: evidence weights the region calibration chooses from (``AppearanceConfig.evidence_weight=None``)
 EVIDENCE_WEIGHTS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0)
 
@@ -92,6 +94,13 @@ class AppearanceConfig:
             region's trust (a temperature fitted against noisy labels, "forward correction").
         holdout: fraction of the sample kept out of the fit to calibrate ``evidence_weight``.
         seed: draws the pixel sample.
+        fit: ``"anchors"`` (the default): each modelled class learns its look from its anchor
+            pixels only (the pixels whose weak code favours it), EM splitting them into
+            components, and the trust in the weak labels stays the shipped matrix's. ``"em"``:
+            label super-resolution, EM over every pixel's class that also re-estimates the trust
+            columns (``trust_pseudocount``). ``"em"`` lets a class absorb another's look wherever
+            the region's classes look unlike across patches: measured, a pure-forest patch of
+            bright autumn crowns went 100 % -> 53 % beside one pasture patch; anchors kept it.
     """
 
     samples: int = 40_000
@@ -105,6 +114,7 @@ class AppearanceConfig:
     evidence_weight: float | None = None
     holdout: float = 0.2
     seed: int = 0
+    fit: str = "anchors"
 
     def __post_init__(self) -> None:
         if self.samples < 1000:
@@ -123,6 +133,8 @@ class AppearanceConfig:
             raise ConfigError(f"appearance texture_radius must be in 0-32, got {self.texture_radius}")
         if not 0 <= self.smooth_radius <= 32:
             raise ConfigError(f"appearance smooth_radius must be in 0-32, got {self.smooth_radius}")
+        if self.fit not in ("anchors", "em"):
+            raise ConfigError(f"appearance fit must be 'anchors' or 'em', got {self.fit!r}")
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able form."""

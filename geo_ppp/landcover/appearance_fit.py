@@ -23,7 +23,7 @@ def fit_appearance(
     cooccurrence: Cooccurrence,
     config: AppearanceConfig | None = None,
 ) -> AppearanceModel:
-    """Fit the region calibration by EM on sampled pixels.
+    """Fit the region calibration on sampled pixels (see ``AppearanceConfig.fit``).
 
     Args:
         features: (N, D) appearance features of the sampled pixels (:func:`sample_pixels`).
@@ -78,10 +78,22 @@ def fit_appearance(
     idx = torch.nonzero(modelled).flatten()
     km = int(idx.numel())
     ship_m = shipped[idx]  # (Km, S)
-    # ---- initial responsibilities: the shipped prior, split into components by brightness bins
     trust_m = ship_m.clone()
-    prior_n = trust_m[:, col].T  # (N, Km)
-    prior_n = prior_n / prior_n.sum(1, keepdim=True).clamp_min(1e-12)
+    anchored = config.fit == "anchors"
+    if anchored:
+        # each class learns its look from its anchor pixels only; pixels of a weak code that favours
+        # no modelled class teach nothing (their class is unknown)
+        slot = torch.full((k,), -1, dtype=torch.long)
+        slot[idx] = torch.arange(km)
+        anchor_of = slot[favourite[col]]
+        keep = anchor_of >= 0
+        f, col, anchor_of = f[keep], col[keep], anchor_of[keep]
+        n = f.shape[0]
+        prior_n = torch.nn.functional.one_hot(anchor_of, km).double()
+    else:
+        prior_n = trust_m[:, col].T  # (N, Km)
+        prior_n = prior_n / prior_n.sum(1, keepdim=True).clamp_min(1e-12)
+    # ---- initial responsibilities: the class prior, split into components by brightness bins
     bright = f[:, :3].mean(1)
     qs = torch.quantile(bright, torch.linspace(0, 1, g + 2, dtype=torch.float64)[1:-1])
     spread = bright.std().clamp_min(1e-3)
@@ -108,7 +120,7 @@ def fit_appearance(
         if it == config.iterations:
             break  # the last M step: the parameters match the last responsibilities
         # ---- M step: the trust columns (MAP under a Dirichlet centred on the shipped column)
-        if it > 0:
+        if it > 0 and not anchored:
             col_mass = torch.zeros(s, km, dtype=torch.float64).index_add_(0, col, resp.sum(2))  # (S, Km)
             pseudo = config.trust_pseudocount * shipped.T  # (S, K): the pseudo-pixels of every class
             total = code_mass[:, None] + config.trust_pseudocount
@@ -116,7 +128,9 @@ def fit_appearance(
             trust_m = torch.where(present[None], est.T, ship_m)
         # ---- E step (float32: the pixels are many, the parameters few)
         logpdf = _gauss_logpdf(f.float(), means_m.float(), covs_m.float()).double()
-        log_prior = trust_m[:, col].T.clamp_min(1e-12).log()[:, :, None]  # (N, Km, 1)
+        # anchors: a pixel's class is its anchor class, EM only splits it into components
+        known = prior_n if anchored else trust_m[:, col].T
+        log_prior = known.clamp_min(1e-12).log()[:, :, None]  # (N, Km, 1)
         joint = logpdf + weights_m.clamp_min(1e-12).log()[None] + log_prior
         norm = torch.logsumexp(joint.flatten(1), 1)
         resp = torch.exp(joint - norm[:, None, None])
