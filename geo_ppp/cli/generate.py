@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from geo_ppp.cli.options import (
+    FiniteFloatRange,
     RegistryChoice,
     checked_seed_option,
     command_line,
@@ -55,9 +56,11 @@ def _samplers() -> list[str]:
     "--steps", type=click.IntRange(min=1), default=None,
     help="Optimiser steps (pnp) or reverse steps (ddpm/ddim, at most the prior's timesteps).",
 )
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate (pnp).")
 @click.option(
-    "--weight", type=click.FloatRange(min=0), default=None, help="Initial constraint weight (pnp)."
+    "--lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Learning rate (pnp)."
+)
+@click.option(
+    "--weight", type=FiniteFloatRange(min=0), default=None, help="Initial constraint weight (pnp)."
 )
 @click.option(
     "--finish", type=RegistryChoice(_samplers, extra=["none"]), default=None, help="Finishing pass (pnp)."

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from geo_ppp.cli.options import (
+    FiniteFloatRange,
     RegistryChoice,
     checked_seed_option,
     command_line,
@@ -96,12 +97,12 @@ def _loss_weightings() -> tuple[str, ...]:
     help="Per-timestep loss weights (landcover; default: the shipped prior's, min_snr).",
 )
 @click.option(
-    "--balance", type=click.FloatRange(min=0.0, max=10.0), default=0.0, show_default=True,
+    "--balance", type=FiniteFloatRange(min=0.0, max=10.0), default=0.0, show_default=True,
     help="Class-aware window sampling (landcover): draw windows holding rare classes more often; "
     "0 draws uniformly, 1 about balances the classes.",
 )
 @click.option(
-    "--ema-decay", type=click.FloatRange(min=0.0, max=1.0, max_open=True), default=None,
+    "--ema-decay", type=FiniteFloatRange(min=0.0, max=1.0, max_open=True), default=None,
     help="Decay of the weights' moving average that the prior ships (landcover; default: the shipped "
     "prior's, 0.999; 0 ships the optimised weights). A resumed run may change it.",
 )

@@ -178,6 +178,8 @@ def train_landcover_prior(
             f"--crop {crop_cells} does not fit: the crop and the window ({size} cells) must be multiples of "
             f"the U-Net's {factor}, the crop {factor}..{size}; e.g. --crop 32"
         )
+    if not (math.isfinite(balance) and 0 <= balance):
+        raise ConfigError(f"--balance must be a finite number >= 0 (0: uniform), got {balance}")
     # each window is held as class indices (int64) and as a one-hot float32 pool
     per_window = size * size * (8.0 + 4.0 * legend.num_classes)
     check_memory(sum(src.windows for src in sources), per_window, "--windows (over all sources)", "window")

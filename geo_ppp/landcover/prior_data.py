@@ -14,6 +14,7 @@ uniform; 1 makes every class about equally frequent in expectation, as far as th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +35,7 @@ def onehot_pm1(index: np.ndarray, k: int) -> torch.Tensor:
 
 def window_weights(pool: torch.Tensor, balance: float) -> torch.Tensor:
     """Drawing probabilities (N,) of the windows of a one-hot pool (N, K, S, S) for ``balance``."""
-    if balance < 0:
+    if not math.isfinite(balance) or balance < 0:
         raise ConfigError(f"balance must be >= 0 (0 draws windows uniformly), got {balance}")
     # the pool is one-hot in [-1, 1], so a channel's mean over the cells is 2 * share - 1 (exact in
     # float32 for these counts; no copy of the pool is made)
