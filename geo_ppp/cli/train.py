@@ -214,8 +214,8 @@ def _check_folder_out(
         others = [p for p in out.iterdir() if workdir is None or not _inside(p, workdir)]
         if others:
             raise OutputExistsError(
-                f"{out} exists and holds other files ({others[0].name}, ...); pass --overwrite to replace "
-                "the folder (its contents go), or choose another --out"
+                f"{out} exists and holds other files ({others[0].name}, ...); pass --overwrite to write the "
+                f"{holds} into it anyway, or choose another --out"
             )
     if workdir is not None and workdir.exists() and not workdir.is_dir():
         raise OutputError(f"--workdir {workdir} is a file; give a folder for the checkpoints")
@@ -252,6 +252,7 @@ def _unfinished_prior(folder: Path) -> bool:
 def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None:
     """Train the digits classifier used by the class=K constraint."""
     from geo_ppp.core.atomic import atomic_folder
+    from geo_ppp.core.checkpoints import carry
     from geo_ppp.generation.digits import save_digit_classifier, train_digit_classifier
     from geo_ppp.outputs import RunLock
 
@@ -260,6 +261,7 @@ def train_classifier(out: Path, epochs: int, seed: int, overwrite: bool) -> None
     with RunLock([out], command):
         model, stats = train_digit_classifier(epochs=epochs, seed=seed)
         with atomic_folder(out) as tmp:
+            carry(out, tmp, skip=("model.safetensors",))  # other files in the folder stay
             save_digit_classifier(model, tmp, {**stats, "command": command, "seed": seed, "epochs": epochs})
     click.echo(
         f"wrote classifier {out / 'model.safetensors'} "

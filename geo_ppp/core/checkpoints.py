@@ -106,11 +106,13 @@ def inside(path: Path, folder: Path) -> bool:
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
-def carry(src: Path, dst: Path) -> None:
-    """Hard-link (or copy) the files under ``src`` into ``dst``, keeping the tree."""
+def carry(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
+    """Hard-link (or copy) the files under ``src`` into ``dst`` (its tree), but not the top-level ``skip``."""
     if not src.is_dir():
         return
     for path in sorted(src.rglob("*")):
+        if path.relative_to(src).parts[0] in skip:
+            continue
         target = dst / path.relative_to(src)
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)

@@ -357,7 +357,8 @@ def train_and_publish(
     the weights and config of one checkpoint, never a mix, and nothing until the first checkpoint, so
     a run that fails before it leaves no folder. A ``workdir`` inside ``out`` (the default
     ``out/.train``) is part of the swap: its checkpoint is written into the new folder with the prior
-    it belongs to, and its other files are carried over (hard links).
+    it belongs to. Every other file the folder held (the work dir's caches, reports such as
+    ``prior_check.json``) is carried into the new folder (hard links).
     """
     out = Path(out)
     work = Path(workdir) if workdir is not None else None
@@ -371,12 +372,11 @@ def train_and_publish(
         if work is not None and not within and write is not None:
             write(work / "checkpoint.safetensors")  # its own folder: written first, then the prior
         with atomic_folder(out) as tmp:
+            carry(out, tmp, skip=("config.json", "model.safetensors"))  # the rest stays: checkpoints, reports
             save_prior(prior, tmp)
-            if within and work is not None:
-                rel = work.absolute().relative_to(out.absolute())
-                carry(work, tmp / rel)
-                if write is not None:
-                    write(tmp / rel / "checkpoint.safetensors")
+            if within and work is not None and write is not None:
+                rel = Path(os.path.realpath(work)).relative_to(os.path.realpath(out))
+                write(tmp / rel / "checkpoint.safetensors")
 
     def at_checkpoint(
         steps_done: int, ema: Denoiser, losses: list[float], write: Callable[[Path], None]
