@@ -89,3 +89,27 @@ def test_a_resumed_run_may_add_a_cooldown(tmp_path):
     cooled = TrainConfig(**{**cfg.to_dict(), "steps": 8, "cooldown": 4})
     res = train_ddpm(_fresh(), NoiseSchedule.create(), x, cooled, tmp_path, progress=False)
     assert res.resumed_from == 4 and len(res.losses) == 8
+
+
+def test_a_checkpoint_of_another_width_is_refused_in_one_line(tmp_path):
+    from geo_ppp.core import UNetConfig
+    from geo_ppp.core.weights import read_safetensors, write_safetensors
+    from geo_ppp.errors import WeightsError
+
+    x = torch.rand(8, 1, 8, 8) * 2 - 1
+
+    def net(width):
+        return UNetDenoiser(UNetConfig(base_channels=width, channel_mult=(1, 2)))
+
+    train_ddpm(net(8), NoiseSchedule.create(), x, TrainConfig(steps=2, batch_size=2), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"--base-channels 8 \(this run: 16\)"):  # recorded: named directly
+        train_ddpm(net(16), NoiseSchedule.create(), x, TrainConfig(steps=4, batch_size=2), tmp_path, progress=False)
+    tensors, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
+    meta.pop("identity")  # a checkpoint from before identities were recorded
+    write_safetensors(tmp_path / "checkpoint.safetensors", tensors, meta)
+    with pytest.raises(WeightsError, match="another --base-channels") as err:
+        train_ddpm(net(16), NoiseSchedule.create(), x, TrainConfig(steps=4, batch_size=2), tmp_path, progress=False)
+    assert "\n" not in str(err.value) and "Missing key" not in str(err.value)
+    # past --steps: refused, not published under the smaller count
+    with pytest.raises(ConfigError, match="at step 2, past --steps 1"):
+        train_ddpm(net(8), NoiseSchedule.create(), x, TrainConfig(steps=1, batch_size=2), tmp_path, progress=False)

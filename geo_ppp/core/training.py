@@ -267,10 +267,15 @@ def train_ddpm(
             try:
                 model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
                 ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-            except RuntimeError as err:
+            except RuntimeError:
+                saved = {k[6:]: tuple(v.shape) for k, v in tensors.items() if k.startswith("model.")}
+                mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+                odd = next((k for k in mine if saved.get(k) != mine[k]), None) or min(set(saved) - set(mine))
                 raise WeightsError(
-                    f"the checkpoint {ckpt} does not fit this model ({str(err).splitlines()[0].strip()}); "
-                    "pass the settings it was trained with, or --overwrite / --no-resume to start over"
+                    f"the checkpoint in {ckpt.parent} was trained with another model ({odd}: "
+                    f"{saved.get(odd, 'absent')} there, {mine.get(odd, 'absent')} here; another "
+                    "--base-channels?); pass the settings it was trained with, or --overwrite / --no-resume "
+                    "to start over"
                 ) from None
             restore_optimizer(opt, tensors, json.loads(meta["optimizer"]))
             gen.set_state(tensors["rng"])
