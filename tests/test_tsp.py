@@ -337,3 +337,22 @@ def test_solver_on_cuda_gives_permutations(tmp_path):
     assert all(_is_perm(t, 30) for t in tours)
     cpu = two_opt(c, tours)
     assert np.array_equal(two_opt(c, tours, device="cuda"), cpu)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--instances", str(10**12)], "--instances 1000000000000 needs about"),
+        (["--nodes", "5000"], "--nodes"),
+        (["--nodes", "3"], "--nodes"),
+        (["--instances", "0"], "--instances"),
+    ],
+)
+def test_tsp_training_sizes_are_refused_before_any_work(tmp_path, args, said):
+    out = tmp_path / "p"
+    res = CliRunner().invoke(main, ["train-prior", "--dataset", "tsp", "--out", str(out), "--steps", "2", *args])
+    assert res.exit_code != 0 and said in res.output, res.output
+    assert "bug in geo_ppp" not in res.output and not out.exists()
+    with pytest.raises(ConfigError, match="needs about"):
+        train_tsp_prior(out, instances=10**12, progress=False)
+    assert not out.exists()

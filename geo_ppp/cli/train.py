@@ -50,7 +50,7 @@ def _loss_weightings() -> tuple[str, ...]:
     "instances labelled with fast-tsp (--nodes, --instances).",
 )
 @click.option(
-    "--nodes", type=click.IntRange(min=4), default=50, show_default=True, help="Nodes per instance (tsp)."
+    "--nodes", type=click.IntRange(4, 200), default=50, show_default=True, help="Nodes per instance (tsp)."
 )
 @click.option(
     "--instances", type=click.IntRange(min=1), default=None,

@@ -19,6 +19,7 @@ import torch
 
 from geo_ppp.core.atomic import atomic_path
 from geo_ppp.core.denoisers import UNetDenoiser
+from geo_ppp.core.memory import check_memory
 from geo_ppp.core.schedules import NoiseSchedule
 from geo_ppp.core.training import BatchSource, TrainConfig, train_and_publish
 from geo_ppp.core.unet import UNetConfig
@@ -113,6 +114,10 @@ def symmetric_batches(images: torch.Tensor) -> BatchSource:
     return source
 
 
+#: the most nodes a training instance may have (a tour image of IMAGE_SIZE px shows them apart)
+MAX_TRAIN_NODES = 200
+
+
 def train_tsp_prior(
     out: str | os.PathLike[str],
     *,
@@ -146,15 +151,22 @@ def train_tsp_prior(
         unet: U-Net overrides.
         command: the command line, recorded in the prior's metadata.
     """
-    if nodes < 4:
-        raise ConfigError(f"--nodes must be >= 4, got {nodes}")
-    num = instances or TSP_INSTANCES
+    if not 4 <= nodes <= MAX_TRAIN_NODES:
+        raise ConfigError(
+            f"--nodes must be in 4-{MAX_TRAIN_NODES}, got {nodes}: a {IMAGE_SIZE} px tour image cannot show "
+            "more nodes apart; train on TSP50-TSP100 and solve larger instances with that prior"
+        )
+    if instances is not None and instances < 1:
+        raise ConfigError(f"--instances must be >= 1, got {instances}")
+    num = TSP_INSTANCES if instances is None else instances
+    # the rendered tours are held in memory for training (float32 images), beside the coordinates
+    check_memory(num, IMAGE_SIZE * IMAGE_SIZE * 4 + nodes * 16, "--instances", "instance")
     workdir = Path(workdir) if workdir is not None else Path(out) / ".train"
     coords, tours = labelled_instances(nodes, num, seed, workdir / "labels", progress)
     images = render_dataset(coords, tours)
     log.info("rendered %d labelled TSP%d tours", len(images), nodes)
     config = UNetConfig(**{**TSP_UNET, **(unet or {})})  # type: ignore[arg-type]
-    overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size}.items() if v}
+    overrides = {k: v for k, v in {"steps": steps, "batch_size": batch_size}.items() if v is not None}
     settings = {**TSP_TRAIN, "seed": seed, **overrides}
     settings["cooldown"] = min(int(settings["cooldown"]), int(settings["steps"]) // 4)  # type: ignore[call-overload]
     train = TrainConfig(**settings)  # type: ignore[arg-type]
