@@ -774,7 +774,9 @@ def test_same_seed_same_map_other_seed_other_probabilities(make_geotiff, tiny_lc
     """Two 128-pixel tiles (overlapping by 32) with the tiny prior and three steps.
 
     Three steps move the estimate little, so another seed may round to the same uint8 probabilities;
-    the tiles kept in the work dir (float16) show that the seed reaches every tile.
+    the tiles kept in the work dir (float16) show that the seed reaches every tile. Without the
+    region calibration: with it the windows' probabilities come out one-hot (float16), whatever the
+    seed (a known limit of the calibrated path, reported in the benchmarks' seam row).
     """
     data = _patch(0)[:, :128, :224]
     image = make_geotiff(tmp_path / "img.tif", np.ascontiguousarray(data), origin=ORIGIN)
@@ -782,7 +784,7 @@ def test_same_seed_same_map_other_seed_other_probabilities(make_geotiff, tiny_lc
     for name, seed in (("a", 4), ("b", 4), ("c", 5)):
         res = segment(image, NLCD, out=tmp_path / f"{name}.tif", prior=tiny_lc_prior, steps=3, seed=seed,
                       tile_size=128, overlap=32, probabilities=tmp_path / f"{name}-p.tif",
-                      workdir=tmp_path / f"{name}-work")
+                      workdir=tmp_path / f"{name}-work", calibrate=False)
         assert res.stats["ran"] == res.stats["tiles"] == 2
         tiles = [np.load(tmp_path / f"{name}-work" / "tiles" / f"r0000_c000{c}.npy") for c in (0, 1)]
         runs[name] = (_read(tmp_path / f"{name}.tif"), _read(tmp_path / f"{name}-p.tif", None), tiles)

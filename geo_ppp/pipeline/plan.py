@@ -311,6 +311,9 @@ def prepare_region(
     makes = [workdir, *([seg_out] if seg_out is not None else [])]  # folders made with their parents
     if create_folders:
         makes += list(paths.values())
+    # the products' folders first: the lock below makes the work dir's folder, which would otherwise
+    # hide a missing --out folder (the run must refuse it, not create it)
+    check_outputs([p for k, p in paths.items() if k != "aux"], True, create_folders)
     run_lock = RunLock(locked, command, makes).__enter__() if lock else None
     try:
         interrupted: OutputExistsError | None = None
