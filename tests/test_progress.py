@@ -103,26 +103,16 @@ def test_quiet_means_no_bar_wherever_it_is_given(tmp_path: Path, tiny_lc_prior, 
     assert "tile/s" not in res.output and "it/s" not in res.output and "0tile" not in res.output
 
 
+def _segment_cmd(out: Path, prior: Path, probabilities: Path, *extra: str) -> list[str]:
+    """``geo-ppp segment`` of the sample tile in 128 px tiles, as a subprocess command."""
+    return [EXE, "segment", str(NAIP), "--weak-labels", str(NLCD), "--out", str(out), "--prior", str(prior),
+            "--tile-size", "128", "--probabilities", str(probabilities), *extra]  # fmt: skip
+
+
 def test_a_full_disk_is_a_clear_message_and_the_rerun_resumes(tmp_path: Path, tiny_lc_prior):
     """A real write failure (a file-size limit, EFBIG, like a full disk): no traceback, nothing half-written."""
     out = tmp_path / "map.tif"
-    cmd = [
-        EXE,
-        "segment",
-        str(NAIP),
-        "--weak-labels",
-        str(NLCD),
-        "--out",
-        str(out),
-        "--prior",
-        str(tiny_lc_prior),
-        "--tile-size",
-        "128",
-        "--probabilities",
-        str(tmp_path / "p.tif"),
-        "--progress",
-        "none",
-    ]
+    cmd = _segment_cmd(out, tiny_lc_prior, tmp_path / "p.tif", "--progress", "none")
 
     def limit() -> None:  # in the child: files may not grow past 64 KiB, and writing past it is an error
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -161,25 +151,7 @@ def test_a_full_disk_while_publishing_leaves_nothing_half_written_and_the_rerun_
 ):
     """All tiles done, then the publish fails on a write: one line, no temporary file, the rerun publishes."""
     out, work = tmp_path / "map.tif", tmp_path / "work"
-    cmd = [
-        EXE,
-        "segment",
-        str(NAIP),
-        "--weak-labels",
-        str(NLCD),
-        "--out",
-        str(out),
-        "--prior",
-        str(tiny_lc_prior),
-        "--tile-size",
-        "128",
-        "--probabilities",
-        str(tmp_path / "p.tif"),
-        "--workdir",
-        str(work),
-        "--progress",
-        "jsonl",
-    ]
+    cmd = _segment_cmd(out, tiny_lc_prior, tmp_path / "p.tif", "--workdir", str(work), "--progress", "jsonl")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     assert subprocess.run(cmd, capture_output=True, timeout=600, env=env).returncode == 0
     for p in tmp_path.iterdir():
