@@ -258,3 +258,36 @@ def test_a_demo_out_that_is_a_file_is_refused_untouched(tmp_path: Path):
     res = CliRunner().invoke(main, ["demo", "--out", str(out), "--progress", "none"])
     assert res.exit_code != 0 and "is a file" in res.output, res.output
     assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**40)], "--seed"),
+        (["--tile-size", "1000000"], "needs about"),
+        (["--tile-size", "131072", "--batch-size", "1"], "needs about"),
+    ],
+)
+def test_segment_seeds_and_tile_memory_are_checked_before_any_work(tmp_path: Path, tiny_lc_prior, args, said):
+    res = _segment(tmp_path, tiny_lc_prior, *args)
+    assert res.exit_code != 0 and said in res.output, res.output
+    assert "bug in geo_ppp" not in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_seed_out_of_range_is_refused_by_the_library_too():
+    from geo_ppp.errors import ConfigError
+    from geo_ppp.pipeline.job import RunSettings
+
+    for bad in (-1, 2**32, 1.5, True):
+        with pytest.raises(ConfigError, match="seed must be"):
+            RunSettings(seed=bad)
+
+
+def test_running_out_of_memory_is_said_as_such_not_as_a_bug():
+    from geo_ppp.cli.options import _describe
+
+    message, code, event = _describe(MemoryError("Unable to allocate 14.6 TiB"))
+    assert "ran out of memory" in message and "--batch-size" in message and "bug" not in message
+    assert code == 1 and event == "error"

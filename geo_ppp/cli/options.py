@@ -183,6 +183,15 @@ def _describe(err: BaseException) -> tuple[str, int, str]:
         return err.format_message(), err.exit_code, "error"
     if isinstance(err, GeoPPPError):
         return str(err), 1, "error"
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch's CUDA OOM too
+        log.debug("out of memory", exc_info=True)
+        return (
+            f"ran out of memory ({str(err).splitlines()[0][:160] if str(err) else type(err).__name__}). "
+            "Nothing was left half-written: ask for less at once (a smaller --batch-size, --tile-size or "
+            "--num) or free memory, then rerun (a segment run resumes its finished tiles)",
+            1,
+            "error",
+        )
     if isinstance(err, OSError):
         log.debug("operating-system error", exc_info=True)
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
@@ -316,7 +325,6 @@ def command_line() -> str:
 
 
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace outputs that already exist.")
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 device_option = click.option(
     "--device",
     type=click.Choice(["auto", "cpu", "cuda"]),
@@ -389,7 +397,7 @@ def verbosity_options(func: Callable[..., Any]) -> Callable[..., Any]:
 #: The largest seed: seeds are offset per source and per sample (seed * 1_000_003 + i) in 64-bit integers.
 MAX_SEED = 2**32 - 1
 
-checked_seed_option = click.option(
+seed_option = checked_seed_option = click.option(
     "--seed",
     type=click.IntRange(0, MAX_SEED),
     default=0,

@@ -251,6 +251,8 @@ class RunSettings:
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(int(b) for b in self.bands) or None)
         object.__setattr__(self, "device", str(self.device))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= 2**32 - 1:
+            raise ConfigError(f"seed must be a whole number in 0..{2**32 - 1}, got {self.seed!r}")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
