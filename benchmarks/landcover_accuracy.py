@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from geo_ppp.core.weights import load_prior
+from geo_ppp.demos import sample_patches
 from geo_ppp.geo.legend import load_legend
-from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid
 from geo_ppp.landcover.appearance import AppearanceConfig, sample_pixels
 from geo_ppp.landcover.appearance_fit import fit_appearance
 from geo_ppp.landcover.baselines import kmeans_baseline, weak_argmax
@@ -64,13 +64,7 @@ def with_settings(config: InferConfig, settings: dict) -> InferConfig:
 
 def load_tiles(legend):
     """Image, validity, weak codes and truth indices of the eight sample tiles."""
-    tiles = []
-    for i in range(8):
-        img, valid, grid = read_image(ROOT / "naip" / f"patch{i}.tif")
-        weak, _ = read_labels_on_grid(ROOT / "nlcd" / f"patch{i}.tif", grid)
-        truth, nodata, _ = read_class_raster(ROOT / "truth" / f"patch{i}.tif")
-        tiles.append((img, valid, weak, legend.to_index(truth, nodata)))
-    return tiles
+    return sample_patches(legend, ROOT)
 
 
 def pooled(preds, tiles, idx, k):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from geo_ppp.demos import sample_patches
 from geo_ppp.geo.legend import load_legend
-from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid
 from geo_ppp.landcover.appearance import (
     EVIDENCE_WEIGHTS,
     AppearanceConfig,
@@ -27,14 +27,7 @@ MIXED, PURE = (0, 3, 7), (1, 2, 4, 5, 6)
 
 @pytest.fixture(scope="module")
 def tiles():
-    legend = load_legend("chesapeake")
-    out = []
-    for i in range(8):
-        img, valid, grid = read_image(ROOT / "naip" / f"patch{i}.tif")
-        weak, _ = read_labels_on_grid(ROOT / "nlcd" / f"patch{i}.tif", grid)
-        truth, nodata, _ = read_class_raster(ROOT / "truth" / f"patch{i}.tif")
-        out.append((img, valid, weak, legend.to_index(truth, nodata)))
-    return out
+    return sample_patches(load_legend("chesapeake"), ROOT)
 
 
 def _batch(tiles, idx):

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from geo_ppp.errors import InputError
 
-__all__ = ["SAMPLE_TILES_ENV", "sample_tiles"]
+__all__ = ["SAMPLE_TILES_ENV", "sample_patches", "sample_tiles"]
 
 #: an environment variable naming a sample_tiles folder (for installs outside a repository clone)
 SAMPLE_TILES_ENV = "GEO_PPP_SAMPLE_TILES"
@@ -43,3 +44,23 @@ def sample_tiles(data: str | os.PathLike[str] | None = None) -> Path:
             f"--data {folder} is not a folder; give a sample_tiles/ folder (naip/, nlcd/, truth/)"
         )
     return folder
+
+
+def sample_patches(
+    legend: Any, data: str | os.PathLike[str] | None = None
+) -> list[tuple[Any, Any, Any, Any]]:
+    """The eight sample patches in memory: (image, validity, weak codes, truth class indices) each.
+
+    The weak codes are read on the image's grid; the truth is mapped to ``legend``'s class indices
+    (nodata -1). For benchmarks and tests that score maps patch by patch.
+    """
+    from geo_ppp.io import read_class_raster, read_image, read_labels_on_grid
+
+    root = sample_tiles(data)
+    out = []
+    for i in range(8):
+        img, valid, grid = read_image(root / "naip" / f"patch{i}.tif")
+        weak, _ = read_labels_on_grid(root / "nlcd" / f"patch{i}.tif", grid)
+        truth, nodata, _ = read_class_raster(root / "truth" / f"patch{i}.tif")
+        out.append((img, valid, weak, legend.to_index(truth, nodata)))
+    return out

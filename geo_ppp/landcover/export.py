@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from geo_ppp.core.atomic import atomic_path
+from geo_ppp.core.memory import MEMORY_SHARE, available_memory
 from geo_ppp.errors import InputError
 from geo_ppp.landcover.segmenter import Segmenter, load_segmenter
 from geo_ppp.outputs import OutputError, RunLock, check_outputs
@@ -82,10 +83,8 @@ def _nearest_overlaps(tile_size: int, overlap: int) -> str:
 def max_tile_size(pool: int, available: int | None = None) -> int:
     """The largest tile (a multiple of ``pool``) whose export fits in half of the available memory."""
     if available is None:
-        import psutil
-
-        available = psutil.virtual_memory().available
-    side = int((available / 2 / BYTES_PER_PIXEL) ** 0.5)
+        available = available_memory()
+    side = int((available * MEMORY_SHARE / BYTES_PER_PIXEL) ** 0.5)
     return max(pool, side - side % pool)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geo_ppp.core.memory import MEMORY_SHARE, available_memory
 from geo_ppp.core.weights import Prior
 from geo_ppp.errors import ConfigError, InputError, OutputExistsError
 from geo_ppp.geo.legend import Legend, load_legend
@@ -91,8 +92,6 @@ TILE_BYTES_PER_PIXEL = 600
 
 def _check_batch_memory(tile_size: int, batch: int) -> None:
     """Refuse a tile size and batch whose inference would not fit in half the available memory."""
-    from geo_ppp.core.memory import MEMORY_SHARE, available_memory
-
     budget = MEMORY_SHARE * available_memory()
     need = batch * tile_size * tile_size * TILE_BYTES_PER_PIXEL
     if need <= budget:
